@@ -1,0 +1,63 @@
+/*
+ * config.h: apim.conf, driven by one table of keys (config.c: config_keys).
+ *
+ * The file is a TOML subset: "[section]" headers, "key = value" lines with
+ * quoted strings, integers and booleans, "#" comments. Every key can be
+ * overridden by the environment variable APIM_<SECTION>_<KEY> (upper case),
+ * which wins over the file. Unknown keys and bad values are rejected with
+ * "file:line: message". `apimd --config-docs` prints the table as Markdown
+ * (docs/CONFIG.md is generated from it).
+ */
+#ifndef APIM_CONFIG_H
+#define APIM_CONFIG_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "common/error.h"
+
+typedef struct apim_config {
+	/* [server] */
+	char *server_home;
+	int64_t server_port_offset;
+	char *server_host;
+	char *server_hostname;
+	int64_t server_threads;
+	/* [http] */
+	int64_t http_max_body_kb;
+	char *http_tls_cert;
+	char *http_tls_key;
+	char *http_cors_origins;
+	/* [database] */
+	char *database_apimgtdb_url;
+	char *database_shareddb_url;
+	int64_t database_busy_timeout_ms;
+	/* [admin] */
+	char *admin_username;
+	char *admin_password;
+	/* [security] */
+	int64_t security_lockout_attempts;
+	int64_t security_lockout_seconds;
+	int64_t security_argon2_opslimit;
+	int64_t security_argon2_memlimit_kb;
+	int64_t security_auth_cache_seconds;
+	/* [log] */
+	char *log_level;
+	char *log_format;
+} apim_config;
+
+/* Base port of the control plane before server.port_offset (reference: 9443). */
+#define APIM_CONTROL_PLANE_PORT 9443
+
+/*
+ * Fills cfg with defaults, then the file at path (NULL: no file), then the
+ * environment. On failure err holds "file:line: message" (or
+ * "APIM_X_Y: message") and cfg is freed. cfg must be freed with config_free().
+ */
+apim_rc config_load(apim_config *cfg, const char *path, char *err, size_t errlen);
+void config_free(apim_config *cfg);
+
+/* Markdown table of every key: name, env variable, type, default, doc. */
+void config_print_docs(FILE *out);
+
+#endif
