@@ -108,8 +108,11 @@ static apim_rc check_value(arena *pool, json_t *parent, const char *key, size_t 
 	case SCHEMA_INT:
 		if (!json_is_integer(v)) {
 			/* 5.0 is still an integer to a script that computed it */
-			double d = json_is_real(v) ? json_real_value(v) : 0.5;
-			if (d != (double)(int64_t)d || d > 9.2e18 || d < -9.2e18)
+			if (!json_is_real(v))
+				break;
+			double d = json_real_value(v);
+			/* range first: converting an out-of-range double is undefined */
+			if (!(d > -9.2e18 && d < 9.2e18) || d != (double)(int64_t)d)
 				break;
 			json_t *iv = json_integer((json_int_t)d);
 			if (json_is_array(parent))

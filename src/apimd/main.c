@@ -123,13 +123,6 @@ int main(int argc, char **argv)
 		log_warn("main", "profile %s: not built yet, not started: %s", prof->name,
 			 prof->missing);
 
-	/* Requests run on pool threads: signals are taken by sigwait below. */
-	sigset_t sigs;
-	sigemptyset(&sigs);
-	sigaddset(&sigs, SIGINT);
-	sigaddset(&sigs, SIGTERM);
-	sigaddset(&sigs, SIGHUP);
-	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
 	int rc = 1;
@@ -164,6 +157,16 @@ int main(int argc, char **argv)
 	}
 	if (auth_init(&ctx) != APIM_OK)
 		goto out;
+
+	/* Requests run on pool threads, which inherit this mask: signals are
+	 * taken by sigwait below. Blocked only now, so that a start-up stuck on
+	 * a database still dies on SIGTERM or Ctrl-C. */
+	sigset_t sigs;
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
 	http_server_opts ho = {
 		.host = cfg.server_host,

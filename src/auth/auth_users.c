@@ -24,8 +24,9 @@
 /* Fixed ids of the reference roles, so the seed is plain SQL. */
 #define ROLE_ID_ADMIN "00000000-0000-4000-8000-000000000001"
 
+/* Step i is schema version i+1; append new steps, never edit old ones. */
 static const char *const users_steps[] = {
-	/* 1 */
+	/* 1: tables */
 	"CREATE TABLE um_user ("
 	" id TEXT PRIMARY KEY,"
 	" username TEXT NOT NULL UNIQUE,"
@@ -36,25 +37,22 @@ static const char *const users_steps[] = {
 	" failed_attempts INTEGER NOT NULL DEFAULT 0,"
 	" locked_until_ms BIGINT NOT NULL DEFAULT 0,"
 	" created_ms BIGINT NOT NULL,"
-	" modified_ms BIGINT NOT NULL)",
-	/* 2 */
+	" modified_ms BIGINT NOT NULL);"
 	"CREATE TABLE um_role ("
 	" id TEXT PRIMARY KEY,"
 	" name TEXT NOT NULL UNIQUE,"
-	" created_ms BIGINT NOT NULL)",
-	/* 3 */
+	" created_ms BIGINT NOT NULL);"
 	"CREATE TABLE um_user_role ("
 	" user_id TEXT NOT NULL,"
 	" role_id TEXT NOT NULL,"
-	" PRIMARY KEY (user_id, role_id))",
-	/* 4 */
-	"CREATE INDEX um_user_role_by_role ON um_user_role (role_id)",
-	/* 5 */
+	" PRIMARY KEY (user_id, role_id));"
+	"CREATE INDEX um_user_role_by_role ON um_user_role (role_id);"
 	"CREATE TABLE um_role_scope ("
 	" role_name TEXT NOT NULL,"
 	" scope TEXT NOT NULL,"
 	" PRIMARY KEY (role_name, scope))",
-	/* 6: the reference roles (created_ms 0: they exist since the start). */
+	/* 2: the reference roles (created_ms 0: they exist since the start) and
+	 * the reference's role-to-scope mapping (tenant-conf RESTAPIScopes). */
 	"INSERT INTO um_role (id, name, created_ms) VALUES"
 	" ('" ROLE_ID_ADMIN "', 'admin', 0),"
 	" ('00000000-0000-4000-8000-000000000002', 'Internal/creator', 0),"
@@ -62,8 +60,7 @@ static const char *const users_steps[] = {
 	" ('00000000-0000-4000-8000-000000000004', 'Internal/subscriber', 0),"
 	" ('00000000-0000-4000-8000-000000000005', 'Internal/everyone', 0),"
 	" ('00000000-0000-4000-8000-000000000006', 'Internal/devops', 0),"
-	" ('00000000-0000-4000-8000-000000000007', 'Internal/observer', 0)",
-	/* 7: the reference's role-to-scope mapping (tenant-conf RESTAPIScopes). */
+	" ('00000000-0000-4000-8000-000000000007', 'Internal/observer', 0);"
 	"INSERT INTO um_role_scope (role_name, scope) VALUES"
 	"('admin', 'apim:api_view'),"
 	"('admin', 'apim:api_create'),"
@@ -138,8 +135,9 @@ static const char *const users_steps[] = {
 
 #define USER_COLS "id, username, given_name, family_name, email, created_ms, modified_ms"
 
-/* Name of the dummy password hashed once so that an unknown username costs
- * one argon2 verification like a known one (no user enumeration by timing). */
+/* Hash of a dummy password, computed once with the configured cost, that an
+ * unknown username is verified against so that it costs one argon2
+ * verification like a known one (no user enumeration by timing). */
 static pthread_mutex_t users_dummy_mu = PTHREAD_MUTEX_INITIALIZER;
 static char users_dummy_hash[crypto_pwhash_STRBYTES];
 

@@ -457,9 +457,7 @@ static void record_metrics(http_server *s, req_impl *ri, double secs)
 	pthread_mutex_unlock(&s->mu);
 }
 
-static void buf_printf(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-static void buf_printf(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
+void http_buf_printf(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
 {
 	va_list ap;
 	for (;;) {
@@ -485,7 +483,7 @@ void http_server_metrics(http_server *s, char **buf, size_t *len, size_t *cap)
 {
 	size_t ns = sizeof(counted_status) / sizeof(int);
 	pthread_mutex_lock(&s->mu);
-	buf_printf(buf, len, cap,
+	http_buf_printf(buf, len, cap,
 		   "# HELP apim_http_requests_total HTTP requests by route and status.\n"
 		   "# TYPE apim_http_requests_total counter\n");
 	for (size_t i = 0; i < s->nroutes; i++) {
@@ -497,7 +495,7 @@ void http_server_metrics(http_server *s, char **buf, size_t *len, size_t *cap)
 				snprintf(st, sizeof(st), "%d", counted_status[j]);
 			else
 				snprintf(st, sizeof(st), "other");
-			buf_printf(buf, len, cap,
+			http_buf_printf(buf, len, cap,
 				   "apim_http_requests_total{method=\"%s\",route=\"%s\",status=\"%s\"} "
 				   "%llu\n", s->routes[i].route->method, s->routes[i].route->path, st,
 				   (unsigned long long)s->routes[i].count[j]);
@@ -511,17 +509,17 @@ void http_server_metrics(http_server *s, char **buf, size_t *len, size_t *cap)
 			snprintf(st, sizeof(st), "%d", counted_status[j]);
 		else
 			snprintf(st, sizeof(st), "other");
-		buf_printf(buf, len, cap,
+		http_buf_printf(buf, len, cap,
 			   "apim_http_requests_total{method=\"\",route=\"unmatched\",status=\"%s\"} "
 			   "%llu\n", st, (unsigned long long)s->unmatched[j]);
 	}
-	buf_printf(buf, len, cap,
+	http_buf_printf(buf, len, cap,
 		   "# HELP apim_http_request_duration_seconds Time from request start to "
 		   "response.\n# TYPE apim_http_request_duration_seconds histogram\n");
 	for (size_t i = 0; i < NBOUNDS; i++)
-		buf_printf(buf, len, cap, "apim_http_request_duration_seconds_bucket{le=\"%g\"} %llu\n",
+		http_buf_printf(buf, len, cap, "apim_http_request_duration_seconds_bucket{le=\"%g\"} %llu\n",
 			   lat_bounds[i], (unsigned long long)s->lat_bucket[i]);
-	buf_printf(buf, len, cap,
+	http_buf_printf(buf, len, cap,
 		   "apim_http_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n"
 		   "apim_http_request_duration_seconds_sum %.6f\n"
 		   "apim_http_request_duration_seconds_count %llu\n"
@@ -784,7 +782,6 @@ apim_rc http_server_start(http_server *s)
 		MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
 		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60,
 		MHD_OPTION_CONNECTION_LIMIT, (unsigned)4096,
-		MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
 		MHD_OPTION_ARRAY, s->tls_cert_pem ? tls_opts : no_opts,
 		MHD_OPTION_END);
 	if (s->daemon == NULL) {

@@ -74,6 +74,9 @@ void http_server_stop(http_server *s);
 void http_server_destroy(http_server *s);
 /* Prometheus text of the HTTP metrics into out (malloc'ed, appended). */
 void http_server_metrics(http_server *s, char **buf, size_t *len, size_t *cap);
+/* Appends formatted text to a growable buffer (*buf may start NULL). */
+void http_buf_printf(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
 
 struct http_req {
 	arena *pool;

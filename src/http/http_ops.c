@@ -45,14 +45,13 @@ static void metrics(http_req *r)
 	size_t len = 0, cap = 0;
 	http_server_metrics(ctx->http, &buf, &len, &cap);
 
-	char tmp[1024];
-	int n = snprintf(tmp, sizeof(tmp),
-			 "# HELP apim_db_connections_open Open database connections (one per "
-			 "thread that used the database).\n# TYPE apim_db_connections_open gauge\n"
-			 "# HELP apim_db_connections_in_tx Connections inside a transaction.\n"
-			 "# TYPE apim_db_connections_in_tx gauge\n"
-			 "# HELP apim_db_reconnects_total Reconnects after a lost connection.\n"
-			 "# TYPE apim_db_reconnects_total counter\n");
+	http_buf_printf(&buf, &len, &cap,
+			"# HELP apim_db_connections_open Open database connections (one per "
+			"thread that used the database).\n# TYPE apim_db_connections_open gauge\n"
+			"# HELP apim_db_connections_in_tx Connections inside a transaction.\n"
+			"# TYPE apim_db_connections_in_tx gauge\n"
+			"# HELP apim_db_reconnects_total Reconnects after a lost connection.\n"
+			"# TYPE apim_db_reconnects_total counter\n");
 	struct db *dbs[2] = {ctx->apimgt, ctx->shared};
 	for (int i = 0; i < 2; i++) {
 		if (dbs[i] == NULL)
@@ -60,30 +59,21 @@ static void metrics(http_req *r)
 		int64_t open = 0, in_tx = 0, rec = 0;
 		db_stats(dbs[i], &open, &in_tx, &rec);
 		const char *name = db_name(dbs[i]);
-		n += snprintf(tmp + n, sizeof(tmp) - (size_t)n,
-			      "apim_db_connections_open{db=\"%s\"} %lld\n"
-			      "apim_db_connections_in_tx{db=\"%s\"} %lld\n"
-			      "apim_db_reconnects_total{db=\"%s\"} %lld\n",
-			      name, (long long)open, name, (long long)in_tx, name, (long long)rec);
+		http_buf_printf(&buf, &len, &cap,
+				"apim_db_connections_open{db=\"%s\"} %lld\n"
+				"apim_db_connections_in_tx{db=\"%s\"} %lld\n"
+				"apim_db_reconnects_total{db=\"%s\"} %lld\n",
+				name, (long long)open, name, (long long)in_tx, name, (long long)rec);
 	}
-	n += snprintf(tmp + n, sizeof(tmp) - (size_t)n,
-		      "# HELP apim_process_resident_memory_bytes Resident memory.\n"
-		      "# TYPE apim_process_resident_memory_bytes gauge\n"
-		      "apim_process_resident_memory_bytes %ld\n"
-		      "# HELP apim_process_uptime_seconds Seconds since start.\n"
-		      "# TYPE apim_process_uptime_seconds gauge\n"
-		      "apim_process_uptime_seconds %lld\n",
-		      rss_kb() * 1024, (long long)((apim_now_ms() - ctx->started_ms) / 1000));
-	char *all = malloc(len + (size_t)n + 1);
-	if (all == NULL) {
-		free(buf);
-		http_reply_error(r, 500, "out of memory");
-		return;
-	}
-	memcpy(all, buf ? buf : "", len);
-	memcpy(all + len, tmp, (size_t)n + 1);
-	http_reply_raw(r, 200, "text/plain; version=0.0.4", all, len + (size_t)n);
-	free(all);
+	http_buf_printf(&buf, &len, &cap,
+			"# HELP apim_process_resident_memory_bytes Resident memory.\n"
+			"# TYPE apim_process_resident_memory_bytes gauge\n"
+			"apim_process_resident_memory_bytes %ld\n"
+			"# HELP apim_process_uptime_seconds Seconds since start.\n"
+			"# TYPE apim_process_uptime_seconds gauge\n"
+			"apim_process_uptime_seconds %lld\n",
+			rss_kb() * 1024, (long long)((apim_now_ms() - ctx->started_ms) / 1000));
+	http_reply_raw(r, 200, "text/plain; version=0.0.4", buf, len);
 	free(buf);
 }
 

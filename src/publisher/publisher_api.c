@@ -130,6 +130,38 @@ static void reply_duplicate(http_req *r, const store_api *a, const char *what)
 }
 
 /*
+ * Inside the caller's transaction: records that the default-version flag of
+ * API id changed, when the API is deployed (gateways route the unversioned
+ * context to the default version).
+ */
+static apim_rc record_default(http_req *r, const char *id, int is_default)
+{
+	db *d = r->ctx->apimgt;
+	store_deployment *deps;
+	size_t n = 0;
+	apim_rc rc = store_deployment_list(d, r->pool, id, NULL, &deps, &n);
+	if (rc != APIM_OK || n == 0)
+		return rc;
+	return db_change_record(d, "api", id, "default-version",
+				is_default ? "{\"isDefaultVersion\":true}"
+					   : "{\"isDefaultVersion\":false}",
+				NULL);
+}
+
+/* Makes a the default version: clears the flag of the other versions,
+ * recording the change of those that are deployed. */
+static apim_rc move_default(http_req *r, const store_api *a)
+{
+	const char **ids = NULL;
+	size_t n = 0;
+	apim_rc rc = store_api_clear_default(r->ctx->apimgt, r->pool, a->provider, a->name, a->id,
+					     &ids, &n);
+	for (size_t i = 0; rc == APIM_OK && i < n; i++)
+		rc = record_default(r, ids[i], 0);
+	return rc;
+}
+
+/*
  * Inserts the normalised doc (borrowed) as a new CREATED API with swagger
  * (or NULL) and answers 201; copies the documents of copy_docs_from when
  * not NULL.
@@ -160,7 +192,7 @@ static void create_doc(http_req *r, json_t *doc, const char *swagger, const char
 		return;
 	}
 	if (rc == APIM_OK && a.is_default)
-		rc = store_api_clear_default(d, r->pool, a.provider, a.name, a.id, NULL, NULL);
+		rc = move_default(r, &a);
 	if (rc == APIM_OK)
 		rc = store_api_insert(d, &a, tags, ntags, refs, nrefs);
 	if (rc == APIM_OK)
@@ -220,7 +252,9 @@ int publisher_api_save(http_req *r, store_api *a, json_t *doc, const char *swagg
 	const char **tags = publisher_api_tags(r->pool, doc, &ntags);
 	apim_rc rc = db_begin(d);
 	if (rc == APIM_OK && a->is_default && !was_default)
-		rc = store_api_clear_default(d, r->pool, a->provider, a->name, a->id, NULL, NULL);
+		rc = move_default(r, a);
+	if (rc == APIM_OK && a->is_default != was_default)
+		rc = record_default(r, a->id, a->is_default);
 	if (rc == APIM_OK)
 		rc = store_api_update(d, a, tags, ntags, refs, nrefs);
 	if (rc == APIM_OK)

@@ -499,8 +499,9 @@ static int norm_transport(norm_ctx *c, const char *name, const json_t *v, json_t
 	json_array_foreach(a, i, e) {
 		const char *s = json_string_value(e);
 		if (strcmp(s, "http") != 0 && strcmp(s, "https") != 0) {
+			int rc = fail(c, "'transport' may list only http and https, not %s", s);
 			json_decref(a);
-			return fail(c, "'transport' may list only http and https, not %s", s);
+			return rc;
 		}
 	}
 	if (json_array_size(a) == 0) {
@@ -563,14 +564,16 @@ static int norm_security(norm_ctx *c, const char *name, const json_t *v, json_t 
 			if (strcmp(s, ok[k]) == 0)
 				known = 1;
 		if (!known) {
+			int rc = strncmp(s, "mutualssl", 9) == 0
+					 ? fail(c, "'securityScheme' %s (mutual TLS) is not supported; "
+						   "use oauth2, api_key or basic_auth",
+						s)
+					 : fail(c, "'securityScheme' %s is unknown: use oauth2, api_key, "
+						   "basic_auth and optionally "
+						   "oauth_basic_auth_api_key_mandatory",
+						s);
 			json_decref(a);
-			if (strncmp(s, "mutualssl", 9) == 0)
-				return fail(c, "'securityScheme' %s (mutual TLS) is not supported; use "
-					       "oauth2, api_key or basic_auth",
-					    s);
-			return fail(c, "'securityScheme' %s is unknown: use oauth2, api_key, "
-				       "basic_auth and optionally oauth_basic_auth_api_key_mandatory",
-				    s);
+			return rc;
 		}
 		if (strcmp(s, "oauth_basic_auth_api_key_mandatory") != 0)
 			auth = 1;
@@ -691,19 +694,21 @@ static int norm_cors(norm_ctx *c, const char *name, const json_t *v, json_t *out
 						up[j] = (char)toupper((unsigned char)s[j]);
 					up[n] = '\0';
 					if (!publisher_dto_verb(up)) {
+						int rc = fail(c, "'%s[%zu]' %s is not an HTTP method",
+							      field, i, s);
 						json_decref(a);
 						json_decref(o);
-						return fail(c, "'%s[%zu]' %s is not an HTTP method", field,
-							    i, s);
+						return rc;
 					}
 					json_array_set_new(a, i, json_string(up));
 				} else if (strcmp(k, "accessControlAllowOrigins") == 0 &&
 					   strcmp(s, "*") != 0 && strncmp(s, "http://", 7) != 0 &&
 					   strncmp(s, "https://", 8) != 0) {
+					int rc = fail(c, "'%s[%zu]' %s must be * or an http(s):// origin",
+						      field, i, s);
 					json_decref(a);
 					json_decref(o);
-					return fail(c, "'%s[%zu]' %s must be * or an http(s):// origin",
-						    field, i, s);
+					return rc;
 				}
 			}
 			json_object_set_new(o, k, a);

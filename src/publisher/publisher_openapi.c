@@ -601,6 +601,7 @@ static void h_import(http_req *r)
 						 "API's name, version, context, endpointConfig, ...)%s%s",
 					 in ? "" : ": ", in ? "" : e.text);
 			json_decref(in);
+			in = NULL;
 			goto out;
 		}
 	} else {

@@ -395,7 +395,7 @@ static int parse_deployments(http_req *r, json_t *body, dep_req **out, size_t *n
 static const char *change_payload(http_req *r, const char *revision_id, const char *env,
 				  const char *vhost)
 {
-	json_t *p = json_pack("{s:s, s:s, s:s?}", "revisionId", revision_id, "environment", env,
+	json_t *p = json_pack("{s:s, s:s, s:s}", "revisionId", revision_id, "environment", env,
 			      "vhost", vhost);
 	const char *s = publisher_json_text(r->pool, p);
 	json_decref(p);
@@ -511,8 +511,10 @@ static void h_undeploy(http_req *r)
 	}
 	if (all) {
 		reqs = arena_alloc(r->pool, (ndeps + 1) * sizeof(*reqs));
-		for (size_t i = 0; i < ndeps; i++)
+		for (size_t i = 0; i < ndeps; i++) {
 			reqs[i].name = deps[i].environment;
+			reqs[i].vhost = deps[i].vhost;
+		}
 		n = ndeps;
 		if (n == 0) {
 			http_reply_error(r, 400, "Revision %" PRId64 " is not deployed anywhere",
@@ -525,9 +527,12 @@ static void h_undeploy(http_req *r)
 			return;
 		for (size_t i = 0; i < n; i++) {
 			int found = 0;
-			for (size_t j = 0; j < ndeps; j++)
-				if (strcmp(deps[j].environment, reqs[i].name) == 0)
+			for (size_t j = 0; j < ndeps; j++) {
+				if (strcmp(deps[j].environment, reqs[i].name) == 0) {
 					found = 1;
+					reqs[i].vhost = deps[j].vhost; /* the one deployed */
+				}
+			}
 			if (!found) {
 				http_reply_error(r, 400, "Revision %" PRId64 " is not deployed on %s",
 						 rv.number, reqs[i].name);
@@ -540,7 +545,8 @@ static void h_undeploy(http_req *r)
 		rc = store_deployment_delete(d, a.id, reqs[i].name);
 		if (rc == APIM_OK)
 			rc = db_change_record(d, "api", a.id, "undeploy",
-					      change_payload(r, rv.id, reqs[i].name, NULL), NULL);
+					      change_payload(r, rv.id, reqs[i].name, reqs[i].vhost),
+					      NULL);
 	}
 	if (rc == APIM_OK)
 		rc = db_commit(d);

@@ -340,8 +340,9 @@ static void pg_notice(void *arg, const char *message)
 	log_debug("db", "%s: %s", d->name, message);
 }
 
-/* One connection attempt to PostgreSQL. */
-static apim_rc pg_connect_once(db *d, db_conn *c)
+/* One connection attempt to PostgreSQL; a failure is logged at warn level
+ * unless quiet (retries of an outage already reported). */
+static apim_rc pg_connect_once(db *d, db_conn *c, int quiet)
 {
 	/* expand_dbname=1 parses the URI; connect_timeout comes first so that
 	 * a value in the URI wins over our default. */
@@ -358,7 +359,8 @@ static apim_rc pg_connect_once(db *d, db_conn *c)
 		char msg[512];
 		snprintf(msg, sizeof(msg), "%s", PQerrorMessage(pg));
 		msg[strcspn(msg, "\n")] = '\0';
-		log_warn("db", "%s: cannot connect to %s: %s", d->name, d->safe_url, msg);
+		log_write(quiet ? LOG_DEBUG : LOG_WARN, "db", "%s: cannot connect to %s: %s", d->name,
+			  d->safe_url, msg);
 		PQfinish(pg);
 		return APIM_EUNAVAIL;
 	}
@@ -405,8 +407,8 @@ static apim_rc pg_ensure(db *d, db_conn *c, int64_t budget_ms)
 	conn_close_handle(c);
 	int64_t deadline = apim_mono_ms() + budget_ms;
 	int64_t pause = 50;
-	for (;;) {
-		apim_rc rc = pg_connect_once(d, c);
+	for (int attempt = 0;; attempt++) {
+		apim_rc rc = pg_connect_once(d, c, attempt > 0);
 		if (rc != APIM_EUNAVAIL)
 			return rc;
 		int64_t left = deadline - apim_mono_ms();
@@ -635,8 +637,12 @@ static apim_rc pg_copy_result(PGresult *r, db_res **out)
 	db_res *res = res_new((size_t)PQnfields(r));
 	if (res == NULL)
 		return APIM_ENOMEM;
-	const char *tuples = PQcmdTuples(r);
-	res->changes = (tuples && *tuples) ? strtoll(tuples, NULL, 10) : 0;
+	/* PQcmdTuples also counts the rows of a SELECT or FETCH: only DML
+	 * changes rows */
+	const char *tag = PQcmdStatus(r);
+	if (tag != NULL && (strncmp(tag, "INSERT ", 7) == 0 || strncmp(tag, "UPDATE ", 7) == 0 ||
+			    strncmp(tag, "DELETE ", 7) == 0 || strncmp(tag, "MERGE ", 6) == 0))
+		res->changes = strtoll(PQcmdTuples(r), NULL, 10);
 	int rows = PQntuples(r);
 	for (int i = 0; i < rows; i++) {
 		char **row = res_add_row(res);
@@ -772,6 +778,13 @@ apim_rc db_open(db **out, const char *url, const char *name, int64_t busy_timeou
 		const char *path = url + 9;
 		if (*path == '\0' || strcmp(path, "/") == 0) {
 			log_error("db", "%s: no file in database URL %s", name, d->safe_url);
+			rc = APIM_ECONFIG;
+			goto fail;
+		}
+		if (strcmp(path, ":memory:") == 0) {
+			/* every thread has its own connection, hence its own database */
+			log_error("db", "%s: in-memory SQLite cannot be shared between threads: "
+					"use a file", name);
 			rc = APIM_ECONFIG;
 			goto fail;
 		}

@@ -273,10 +273,33 @@ def sanitizer_findings(text):
     return [ln for ln in text.splitlines() if any(m in ln for m in SANITIZER_MARKERS)]
 
 
+def sanitizer_excerpt(text, limit=80):
+    """The sanitizer report(s) in text, without the shadow-byte legend."""
+    lines = text.splitlines()
+    start = next((i for i, ln in enumerate(lines)
+                  if any(m in ln for m in SANITIZER_MARKERS)), None)
+    if start is None:
+        return ""
+    out = []
+    skipping = False
+    for ln in lines[max(0, start - 1):]:
+        if ln.startswith("Shadow bytes around") or ln.startswith("Shadow byte legend"):
+            skipping = True
+            continue
+        if skipping and (ln.startswith("  ") or ln.startswith("=>") or not ln.strip()):
+            continue
+        skipping = False
+        out.append(ln)
+        if len(out) >= limit:
+            out.append("...")
+            break
+    return "\n".join(out)
+
+
 def assert_no_sanitizer_report(text, what="apimd"):
-    found = sanitizer_findings(text or "")
-    if found:
-        raise AssertionError("sanitizer report from %s:\n%s" % (what, text))
+    report = sanitizer_excerpt(text or "")
+    if report:
+        raise AssertionError("sanitizer report from %s:\n%s" % (what, report))
 
 
 def tail(path, n=40):
@@ -341,11 +364,12 @@ class Client:
     Never raises on HTTP error statuses: every answer is a Response.
     """
 
-    def __init__(self, base_url, username=None, password=None, timeout=60):
+    def __init__(self, base_url, username=None, password=None, timeout=60, server=None):
         self.base_url = base_url.rstrip("/")
         self.username = username
         self.password = password
         self.timeout = timeout
+        self.server = server  # for a clearer error when apimd has died
 
     def auth_header(self):
         if self.username is None:
@@ -403,6 +427,14 @@ class Client:
             except Exception:
                 payload = b""
             e.close()
+        except (urllib.error.URLError, OSError) as e:
+            srv = self.server
+            if srv is not None and srv.proc is not None and srv.proc.poll() is not None:
+                raise ConnectionError("%s %s: apimd is not running any more (exit status %s); "
+                                      "stderr:\n%s" % (method.upper(), url, srv.proc.returncode,
+                                                       sanitizer_excerpt(srv.stderr_this_run())
+                                                       or srv.stderr_tail())) from e
+            raise
         out = {}
         for k, v in (raw_headers.items() if raw_headers is not None else []):
             k = k.lower()
@@ -573,8 +605,10 @@ class ApimServer:
                 self._forget()
                 self.failed = True
                 raise RuntimeError("apimd exited with %d during start-up (home %s); "
-                                   "last lines of stderr:\n%s" % (
-                                       rc, self.home, self.stderr_tail()))
+                                   "stderr:\n%s" % (
+                                       rc, self.home,
+                                       sanitizer_excerpt(self.stderr_this_run()) or
+                                       self.stderr_tail()))
             try:
                 r = c.get("/health/live")
                 if r.status == 200:
@@ -685,13 +719,13 @@ class ApimServer:
         self._forget()
         if rc != expect_rc and not any("already exited" in p for p in problems):
             problems.append("apimd exited with %d, expected %d" % (rc, expect_rc))
-        found = sanitizer_findings(self.stderr_this_run())
-        if found:
-            problems.append("sanitizer report in stderr:\n  " + "\n  ".join(found[:10]))
+        report = sanitizer_excerpt(self.stderr_this_run())
+        if report:
+            problems.append("sanitizer report in stderr")
         if problems:
             self.failed = True
-            raise AssertionError("%s (home %s); last lines of stderr:\n%s" % (
-                "; ".join(problems), self.home, self.stderr_tail()))
+            raise AssertionError("%s (home %s):\n%s" % (
+                "; ".join(problems), self.home, report or self.stderr_tail()))
         return rc
 
     def wait_exit(self, timeout=START_TIMEOUT):
@@ -710,11 +744,11 @@ class ApimServer:
             raise AssertionError("apimd still running after %.0f s (killed); stderr:\n%s" % (
                 timeout, self.stderr_tail()))
         self._forget()
-        found = sanitizer_findings(self.stderr_this_run())
-        if found:
+        report = sanitizer_excerpt(self.stderr_this_run())
+        if report:
             self.failed = True
             raise AssertionError("sanitizer report in stderr (home %s):\n%s" % (
-                self.home, self.stderr_tail(80)))
+                self.home, report))
         return proc.returncode
 
     def restart(self):
@@ -742,7 +776,7 @@ class ApimServer:
         anonymous; client("alice", "pw") another user."""
         if username == "admin" and password is None:
             username, password = self.admin_username, self.admin_password
-        return Client(self.base_url, username, password, timeout=timeout)
+        return Client(self.base_url, username, password, timeout=timeout, server=self)
 
     def admin(self):
         return self.client()

@@ -14,10 +14,12 @@ the exit status is non-zero when anything failed or no test ran.
 
 import argparse
 import concurrent.futures
+import ctypes
 import glob
 import json
 import os
 import pwd
+import shlex
 import shutil
 import signal
 import socket
@@ -40,7 +42,9 @@ class ThrowawayPostgres:
     PostgreSQL refuses to run as root: as root the cluster belongs to the
     `postgres` user and every command runs through runuser."""
 
-    def __init__(self):
+    def __init__(self, parent=None):
+        self.parent = parent
+        self.pid = None
         self.dir = None
         self.data = None
         self.port = None
@@ -66,14 +70,19 @@ class ThrowawayPostgres:
                                                          r.stdout, log))
         return r.stdout
 
-    def start(self):
+    def prepare(self):
+        """Creates the (empty) cluster folder; start() fills and starts it."""
         if not os.path.exists(os.path.join(PG_BIN, "pg_ctl")):
             raise RuntimeError("PostgreSQL 15 not found in %s (set APIM_TEST_PG_BIN)" % PG_BIN)
-        self.dir = tempfile.mkdtemp(prefix="apimpg-")
+        self.dir = tempfile.mkdtemp(prefix="pg-", dir=self.parent)
         if self.as_root:
             pw = pwd.getpwnam("postgres")
             os.chown(self.dir, pw.pw_uid, pw.pw_gid)
         self.data = os.path.join(self.dir, "data")
+
+    def start(self):
+        if self.dir is None:
+            self.prepare()
         self._run([os.path.join(PG_BIN, "initdb"), "--no-sync", "-A", "trust", "-U", "postgres",
                    "-E", "UTF8", "--locale=C", "-D", self.data])
         for attempt in range(5):
@@ -85,12 +94,46 @@ class ThrowawayPostgres:
                 self._run([os.path.join(PG_BIN, "pg_ctl"), "-w", "-t", "60", "-D", self.data,
                            "-l", os.path.join(self.dir, "postgres.log"), "-o", opts, "start"])
                 self.started = True
+                self.pid = self._postmaster_pid()
                 break
             except RuntimeError:
                 if attempt == 4:
                     raise
                 time.sleep(0.2)  # port taken in between: try another one
         return "postgresql://postgres@127.0.0.1:%d/postgres" % self.port
+
+    def _postmaster_pid(self):
+        try:
+            with open(os.path.join(self.data, "postmaster.pid")) as f:
+                return int(f.readline().strip())
+        except (OSError, ValueError):
+            return None
+
+    def _kill_postmaster(self):
+        """Last resort when pg_ctl cannot stop the cluster (e.g. its folder
+        is gone): SIGQUIT (immediate shutdown) to the postmaster we started."""
+        if not self.pid:
+            return
+        try:
+            with open("/proc/%d/cmdline" % self.pid, "rb") as f:
+                if self.data.encode() not in f.read():
+                    return  # not our postmaster any more
+            os.kill(self.pid, signal.SIGQUIT)
+        except OSError:
+            pass
+
+    def watchdog_script(self):
+        """Shell commands that stop the cluster at once (for the watchdog):
+        pg_ctl, else SIGQUIT to the postmaster whose pid the watchdog read
+        from postmaster.pid while waiting (into $pm)."""
+        argv = self._cmd([os.path.join(PG_BIN, "pg_ctl"), "-D", self.data, "-m", "immediate",
+                          "stop"])
+        return ("%s >/dev/null 2>&1 || { [ -n \"$pm\" ] && grep -qaF -- %s /proc/$pm/cmdline "
+                "&& kill -QUIT \"$pm\"; }; " % (" ".join(shlex.quote(a) for a in argv),
+                                                 shlex.quote(self.data)))
+
+    def pid_file(self):
+        return os.path.join(self.data, "postmaster.pid")
 
     def stop(self):
         try:
@@ -103,7 +146,7 @@ class ThrowawayPostgres:
                 self._run([os.path.join(PG_BIN, "pg_ctl"), "-D", self.data, "-m", "immediate",
                            "stop"], timeout=30)
             except Exception:
-                pass
+                self._kill_postmaster()
         finally:
             self.started = False
             if self.dir:
@@ -121,6 +164,40 @@ def free_port():
 
 # -- one module, in a child process ----------------------------------------------
 
+class CountingResult(unittest.TextTestResult):
+    """Counts tests, not outcomes: a test with several failing subtests is
+    one failed test; a failing setUpClass/setUpModule counts as one."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.run_ids, self.failed_ids, self.skipped_ids = set(), set(), set()
+
+    def startTest(self, test):
+        super().startTest(test)
+        self.run_ids.add(test.id())
+
+    def addFailure(self, test, err):
+        super().addFailure(test, err)
+        self.failed_ids.add(test.id())
+
+    def addError(self, test, err):
+        super().addError(test, err)
+        self.failed_ids.add(test.id())
+
+    def addSubTest(self, test, subtest, err):
+        super().addSubTest(test, subtest, err)
+        if err is not None:
+            self.failed_ids.add(test.id())
+
+    def addUnexpectedSuccess(self, test):
+        super().addUnexpectedSuccess(test)
+        self.failed_ids.add(test.id())
+
+    def addSkip(self, test, reason):
+        super().addSkip(test, reason)
+        self.skipped_ids.add(test.id())
+
+
 def child_main(module, result_path, pattern):
     """Runs one test module with unittest (verbosity 2) and writes the counts
     as JSON to result_path. Shared servers are stopped here, after the tests,
@@ -137,13 +214,13 @@ def child_main(module, result_path, pattern):
     try:
         mod = __import__(module)
         suite = loader.loadTestsFromModule(mod)
-        runner = unittest.TextTestRunner(stream=sys.stdout, verbosity=2)
+        runner = unittest.TextTestRunner(stream=sys.stdout, verbosity=2,
+                                         resultclass=CountingResult)
         res = runner.run(suite)
-        bad = len(res.failures) + len(res.errors) + len(res.unexpectedSuccesses)
-        counts["run"] = res.testsRun
-        counts["skipped"] = len(res.skipped)
-        counts["failed"] = bad
-        counts["passed"] = res.testsRun - bad - len(res.skipped) - len(res.expectedFailures)
+        counts["run"] = len(res.run_ids)
+        counts["skipped"] = len(res.skipped_ids - res.failed_ids)
+        counts["failed"] = len(res.failed_ids)
+        counts["passed"] = len(res.run_ids - res.failed_ids - res.skipped_ids)
         ok = res.wasSuccessful()
     except Exception as e:  # noqa: BLE001 - an import error is a failed module
         import traceback
@@ -156,7 +233,7 @@ def child_main(module, result_path, pattern):
         for p in problems:
             print("FAIL: server shutdown in %s: %s" % (module, p))
         counts["failed"] += len(problems)
-        counts["problems"] += problems
+        counts["problems"] += ["server shutdown: " + p.splitlines()[0] for p in problems]
         ok = False
     for h in apimtest.kept_homes(clear=True):
         print("kept server home: %s" % h)
@@ -174,16 +251,20 @@ _children = set()
 
 
 def run_module(module, env, pattern, timeout):
-    fd, result_path = tempfile.mkstemp(prefix="apimtest-%s-" % module, suffix=".json")
+    fd, result_path = tempfile.mkstemp(prefix="result-%s-" % module, suffix=".json",
+                                       dir=env.get("TMPDIR"))
     os.close(fd)
     argv = [sys.executable, os.path.abspath(__file__), "--child", module,
             "--result", result_path]
     if pattern:
         argv += ["-k", pattern]
     started = time.monotonic()
+    # Own process group (a timeout kills the module with its servers), and
+    # killed by the kernel if this runner dies (the thread that forks it
+    # waits for it, so it never outlives its thread otherwise).
     proc = subprocess.Popen(argv, cwd=HERE, env=env, stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=die_with_parent)
     with _print_lock:
         _children.add(proc)
     timed_out = False
@@ -223,6 +304,13 @@ def run_module(module, env, pattern, timeout):
     return counts
 
 
+def die_with_parent():
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
 def kill_group(proc):
     try:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -234,6 +322,26 @@ def discover():
     mods = sorted(os.path.splitext(os.path.basename(p))[0]
                   for p in glob.glob(os.path.join(HERE, "test_*.py")))
     return mods
+
+
+def start_watchdog(run_root, pg):
+    """A detached process that cleans up after this runner if it is killed
+    outright (SIGKILL, a CI timeout): stops the PostgreSQL cluster and
+    removes the run folder once this process is gone. Killed by the runner
+    when it ends normally."""
+    if pg is not None:
+        # The latest pid in postmaster.pid (initdb's bootstrap backend
+        # writes one too), kept if the file disappears.
+        remember = ('p=$(head -n 1 %s 2>/dev/null) && [ -n "$p" ] && pm=$p; ' %
+                    shlex.quote(pg.pid_file()))
+        stop = pg.watchdog_script()
+    else:
+        remember = stop = ""
+    script = ("pm=; while kill -0 %d 2>/dev/null; do %ssleep 1; done; %srm -rf %s" % (
+        os.getpid(), remember, stop, shlex.quote(run_root)))
+    return subprocess.Popen(["sh", "-c", script], cwd="/", stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
 
 
 def main():
@@ -264,19 +372,29 @@ def main():
         raise KeyboardInterrupt("signal %d" % signum)
     signal.signal(signal.SIGTERM, on_term)
 
+    # Everything of this run (server homes, the PostgreSQL cluster) lives in
+    # one folder: removed at the end unless a test failed (then the homes
+    # of failed servers are kept there for inspection).
+    run_root = tempfile.mkdtemp(prefix="apim-itest-")
+    os.chmod(run_root, 0o755)  # the postgres user must reach its cluster inside
     env = dict(os.environ)
     env.update({"APIMD": apimd, "APIM_TEST_DB": args.db, "PYTHONUNBUFFERED": "1",
-                "PYTHONDONTWRITEBYTECODE": "1"})
+                "PYTHONDONTWRITEBYTECODE": "1", "TMPDIR": run_root})
     env.pop("APIM_TEST_PG_URL", None)
     modules = discover()
     results = []
     pg = None
+    watchdog = None
     interrupted = False
     try:
         if args.db == "postgresql":
-            pg = ThrowawayPostgres()
+            pg = ThrowawayPostgres(run_root)
+            pg.prepare()
+            watchdog = start_watchdog(run_root, pg)
             env["APIM_TEST_PG_URL"] = pg.start()
             print("run.py: PostgreSQL at %s" % env["APIM_TEST_PG_URL"], flush=True)
+        else:
+            watchdog = start_watchdog(run_root, None)
         ex = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs))
         try:
             futs = [ex.submit(run_module, m, env, args.pattern, args.timeout) for m in modules]
@@ -297,6 +415,14 @@ def main():
     finally:
         if pg is not None:
             pg.stop()
+        any_failed = interrupted or any(r["failed"] for r in results)
+        if any_failed and not interrupted and os.listdir(run_root):
+            print("run.py: server homes of failed tests kept in %s" % run_root)
+        else:
+            shutil.rmtree(run_root, ignore_errors=True)
+        if watchdog is not None:
+            watchdog.kill()
+            watchdog.wait()
 
     passed = sum(r["passed"] for r in results)
     failed = sum(r["failed"] for r in results) + (1 if interrupted else 0)

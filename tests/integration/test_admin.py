@@ -8,6 +8,7 @@ import os
 import re
 import secrets
 import subprocess
+import threading
 import unittest
 
 import apimtest
@@ -290,6 +291,24 @@ class ApplicationPolicyTest(AdminCase):
         self.assertError(r, 409, name, "already exists")
         # the same name on another level is fine
         self.create("subscription", sub_body(name))
+
+    def test_concurrent_creates_of_one_name(self):
+        """Racing creates of one name: exactly one wins, the others get 409."""
+        name = uniq("race")
+        statuses = []
+
+        def post():
+            r = srv().client().post(P + "/application", json=app_body(name))
+            statuses.append(r.status)
+
+        threads = [threading.Thread(target=post) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(sorted(statuses), [201] + [409] * 7, statuses)
+        self.assertEqual(len([p for p in self.list_all(P + "/application")
+                              if p["policyName"] == name]), 1)
 
     def test_unknown_ids_are_404(self):
         for pid in (UNKNOWN_ID, "not-a-uuid"):
@@ -648,6 +667,10 @@ class DenyPolicyTest(AdminCase):
         self.assertEqual(d["conditionValue"], {"fixedIp": "192.0.2.10", "invert": False})
         d = self.deny("IP", {"fixedIp": "2001:db8::10"}).json
         self.assertEqual(d["conditionValue"], {"fixedIp": "2001:db8::10", "invert": False})
+        # older clients send a bare address
+        d = self.deny("IP", "192.0.2.77").json
+        self.assertEqual(d["conditionValue"], {"fixedIp": "192.0.2.77", "invert": False})
+        self.assertError(self.deny("IP", "192.0.2.77", 409), 409, "already exists")
 
     def test_ip_ranges(self):
         d = self.deny("IPRANGE", {"startingIp": "198.51.100.1", "endingIp": "198.51.100.200",

@@ -2,6 +2,7 @@
 environment overrides, health, metrics, error bodies, the generated admin
 password and graceful shutdown."""
 
+import json
 import os
 import re
 import signal
@@ -194,6 +195,21 @@ class EnvOverrideTest(unittest.TestCase):
             self.assertTrue(connection_refused(9443 + conf_off),
                             "something listens on the port of the file's offset")
             self.assertIn(":%d" % (9443 + env_off), srv.stdout_this_run())
+
+    def test_env_log_format_wins_over_the_file(self):
+        # The harness writes log.format = "text"; the environment says json.
+        srv = apimtest.ApimServer(env={"APIM_LOG_FORMAT": "json"})
+        with srv:
+            self.assertEqual(srv.client(None).get("/health/live").status, 200)
+            lines = [ln for ln in srv.stderr_this_run().splitlines() if ln.strip()]
+            self.assertTrue(lines)
+            for ln in lines:
+                rec = json.loads(ln)
+                self.assertEqual(set(rec), {"ts", "level", "component", "msg"}, ln)
+                self.assertIn(rec["level"], ("debug", "info", "warn", "error"))
+            self.assertTrue(any("listening on 127.0.0.1:%d" % srv.port in json.loads(ln)["msg"]
+                                for ln in lines))
+        srv.cleanup()
 
 
 class HealthAndErrorsTest(unittest.TestCase):
@@ -395,7 +411,7 @@ class LifecycleTest(unittest.TestCase):
         srv = apimtest.ApimServer(conf={"server": {"port_offset": first.port - 9443}})
         try:
             srv.start(wait=False)
-            rc = srv.wait_exit(10)
+            rc = srv.wait_exit(5)
             self.assertEqual(rc, 1, srv.stderr_tail())
             self.assertIn("cannot listen on 127.0.0.1:%d" % first.port, srv.stderr_this_run())
             self.assertEqual(first.client(None).get("/health/live").status, 200)
@@ -419,7 +435,8 @@ class LifecycleTest(unittest.TestCase):
             rc = srv.wait_exit(20)
             self.assertEqual(rc, 1, srv.stderr_tail())
             err = srv.stderr_this_run()
-            self.assertIn("database", err.lower())
+            self.assertIn("apimgtdb", err)  # names the database that failed
+            self.assertIn("database set-up failed", err)
             self.assertNotIn("S3cretPW", err + srv.stdout_this_run())
             self.assertNotIn("ready in", srv.stdout_this_run())
             self.assertTrue(connection_refused(srv.port))

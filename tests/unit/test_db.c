@@ -72,23 +72,35 @@ static int setup_pg(void **state)
 {
 	static int counter;
 	fixture *fx = calloc(1, sizeof(*fx));
-	assert_non_null(fx);
+	if (fx == NULL)
+		return -1;
 	fx->pg = 1;
-	*state = fx;
 	const char *base = pg_base();
-	if (base == NULL)
-		return 0; /* the case skips itself */
+	if (base == NULL) {
+		*state = fx; /* the case skips itself */
+		return 0;
+	}
 	snprintf(fx->schema, sizeof(fx->schema), "apimtest_%d_%d", (int)getpid(), ++counter);
+	snprintf(fx->url, sizeof(fx->url), "%s%soptions=-csearch_path%%3D%s", base,
+		 strchr(base, '?') ? "&" : "?", fx->schema);
+	/* no asserts here: a failed setup gets no teardown */
 	db *admin = NULL;
-	OK(db_open(&admin, base, "admin", BUSY_MS));
 	char sql[256];
 	snprintf(sql, sizeof(sql), "DROP SCHEMA IF EXISTS %s CASCADE; CREATE SCHEMA %s",
 		 fx->schema, fx->schema);
-	OK(db_exec(admin, NULL, sql, DB_NOARGS));
+	apim_rc rc = db_open(&admin, base, "admin", BUSY_MS);
+	if (rc == APIM_OK)
+		rc = db_exec(admin, NULL, sql, DB_NOARGS);
 	db_close(admin);
-	snprintf(fx->url, sizeof(fx->url), "%s%soptions=-csearch_path%%3D%s", base,
-		 strchr(base, '?') ? "&" : "?", fx->schema);
-	OK(db_open(&fx->d, fx->url, "apimgtdb", BUSY_MS));
+	if (rc == APIM_OK)
+		rc = db_open(&fx->d, fx->url, "apimgtdb", BUSY_MS);
+	if (rc != APIM_OK) {
+		print_error("cannot prepare PostgreSQL schema %s: %s\n", fx->schema,
+			    apim_strerror(rc));
+		free(fx);
+		return -1;
+	}
+	*state = fx;
 	return 0;
 }
 
@@ -137,6 +149,7 @@ static void test_open_urls(void **state)
 	assert_int_equal(db_open(&d, "mysql://u@h/x", "apimgtdb", 100), APIM_ECONFIG);
 	assert_null(d);
 	assert_int_equal(db_open(&d, "sqlite://", "apimgtdb", 100), APIM_ECONFIG);
+	assert_int_equal(db_open(&d, "sqlite://:memory:", "apimgtdb", 100), APIM_ECONFIG);
 	assert_int_equal(db_open(&d, "postgresql://u@[::1", "apimgtdb", 100), APIM_ECONFIG);
 
 	/* PostgreSQL opens lazily: no server is needed for db_open */
@@ -253,6 +266,17 @@ static void test_exec_params(void **state)
 	db_res_free(r);
 	OK(db_exec(d, &r, "SELECT count(*) FROM t WHERE note IS NULL", DB_NOARGS));
 	assert_int_equal(db_res_int(r, 0, 0), 1);
+	db_res_free(r);
+
+	/* text parameters work where numbers are expected: paging, and
+	 * comparisons with a BIGINT column (numerically: "9" < "42") */
+	OK(db_exec(d, &r, "SELECT id FROM t ORDER BY id LIMIT ? OFFSET ?", DB_ARGS("1", "1")));
+	assert_int_equal(db_res_rows(r), 1);
+	assert_string_equal(db_res_get(r, 0, 0), "b");
+	db_res_free(r);
+	OK(db_exec(d, &r, "SELECT id FROM t WHERE n > ?", DB_ARGS("9")));
+	assert_int_equal(db_res_rows(r), 1);
+	assert_string_equal(db_res_get(r, 0, 0), "a");
 	db_res_free(r);
 
 	/* parameters are data, never SQL */

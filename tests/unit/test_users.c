@@ -5,6 +5,7 @@
  * With APIM_TEST_PG_URL set they run against that PostgreSQL database
  * instead (its users tables are dropped and re-created by every test).
  */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -35,6 +36,29 @@ typedef struct fixture {
 	char *generated;
 } fixture;
 
+/* The URL of a fresh shareddb: a SQLite file in home, or APIM_TEST_PG_URL
+ * after dropping the users tables there. */
+static void test_users_url(const char *home, char *url, size_t len)
+{
+	const char *pg = getenv("APIM_TEST_PG_URL");
+	if (pg == NULL || *pg == '\0') {
+		snprintf(url, len, "sqlite://%s/shared.db", home);
+		return;
+	}
+	snprintf(url, len, "%s", pg);
+	db *d = NULL;
+	assert_int_equal(db_open(&d, url, "shareddb", 5000), APIM_OK);
+	const char *reset[] = {
+		"DROP TABLE IF EXISTS um_user, um_role, um_user_role, um_role_scope",
+		"CREATE TABLE IF NOT EXISTS apim_schema (module TEXT PRIMARY KEY,"
+		" version INTEGER NOT NULL)",
+		"DELETE FROM apim_schema WHERE module = 'users'",
+	};
+	for (size_t i = 0; i < sizeof(reset) / sizeof(reset[0]); i++)
+		assert_int_equal(db_exec(d, NULL, reset[i], DB_NOARGS), APIM_OK);
+	db_close(d);
+}
+
 /* Opens a fresh shareddb in a temporary folder; admin_password may be "". */
 static fixture *fixture_open(const char *admin_password)
 {
@@ -51,23 +75,8 @@ static fixture *fixture_open(const char *admin_password)
 	f->cfg.security_argon2_memlimit_kb = 8;
 	f->ctx.cfg = &f->cfg;
 	char url[512];
-	const char *pg = getenv("APIM_TEST_PG_URL");
-	if (pg != NULL && *pg != '\0') {
-		/* The same tests on PostgreSQL, starting from empty tables. */
-		snprintf(url, sizeof(url), "%s", pg);
-		assert_int_equal(db_open(&f->ctx.shared, url, "shareddb", 5000), APIM_OK);
-		const char *reset[] = {
-			"DROP TABLE IF EXISTS um_user, um_role, um_user_role, um_role_scope",
-			"CREATE TABLE IF NOT EXISTS apim_schema (module TEXT PRIMARY KEY,"
-			" version INTEGER NOT NULL)",
-			"DELETE FROM apim_schema WHERE module = 'users'",
-		};
-		for (size_t i = 0; i < sizeof(reset) / sizeof(reset[0]); i++)
-			assert_int_equal(db_exec(f->ctx.shared, NULL, reset[i], DB_NOARGS), APIM_OK);
-	} else {
-		snprintf(url, sizeof(url), "sqlite://%s/shared.db", f->home);
-		assert_int_equal(db_open(&f->ctx.shared, url, "shareddb", 5000), APIM_OK);
-	}
+	test_users_url(f->home, url, sizeof(url));
+	assert_int_equal(db_open(&f->ctx.shared, url, "shareddb", 5000), APIM_OK);
 	assert_int_equal(auth_users_bootstrap(&f->ctx, &f->generated), APIM_OK);
 	f->pool = arena_create(4096);
 	return f;
@@ -333,6 +342,74 @@ static void test_users_roles(void **state)
 	fixture_close(f);
 }
 
+typedef struct node {
+	pthread_t thread;
+	const char *url;
+	apim_ctx ctx;
+	char *generated;
+	apim_rc rc;
+} node;
+
+static void *node_start(void *arg)
+{
+	node *n = arg;
+	n->rc = db_open(&n->ctx.shared, n->url, "shareddb", 10000);
+	if (n->rc == APIM_OK)
+		n->rc = auth_users_bootstrap(&n->ctx, &n->generated);
+	return NULL;
+}
+
+/* Nodes starting at once on one database end with one admin, and only the
+ * node that created it reports a generated password. (The hash costs a few
+ * ms here so that the nodes really race between looking and inserting.) */
+static void test_users_concurrent_bootstrap(void **state)
+{
+	(void)state;
+	char home[64], url[512];
+	snprintf(home, sizeof(home), "/tmp/apim-test-users-XXXXXX");
+	assert_non_null(mkdtemp(home));
+	test_users_url(home, url, sizeof(url));
+	apim_config cfg = {.server_home = home, .admin_username = "admin", .admin_password = "",
+			   .security_lockout_attempts = 3, .security_lockout_seconds = 1,
+			   .security_argon2_opslimit = 2, .security_argon2_memlimit_kb = 16384};
+	node nodes[4];
+	memset(nodes, 0, sizeof(nodes));
+	for (size_t i = 0; i < 4; i++) {
+		nodes[i].url = url;
+		nodes[i].ctx.cfg = &cfg;
+		assert_int_equal(pthread_create(&nodes[i].thread, NULL, node_start, &nodes[i]), 0);
+	}
+	int winners = 0;
+	const char *pw = NULL;
+	for (size_t i = 0; i < 4; i++) {
+		pthread_join(nodes[i].thread, NULL);
+		assert_int_equal(nodes[i].rc, APIM_OK);
+		if (nodes[i].generated != NULL) {
+			winners++;
+			pw = nodes[i].generated;
+		}
+	}
+	assert_int_equal(winners, 1);
+	arena *pool = arena_create(1024);
+	auth_user *list = NULL, u;
+	size_t n = 0;
+	int64_t total = 0;
+	assert_int_equal(auth_users_list(&nodes[0].ctx, pool, "admin", 0, 10, &list, &n, &total),
+			 APIM_OK);
+	assert_int_equal(total, 1);
+	assert_int_equal(auth_users_verify(&nodes[0].ctx, pool, "admin", pw, &u), APIM_OK);
+	arena_destroy(pool);
+	char path[128];
+	const char *files[] = {"shared.db", "shared.db-wal", "shared.db-shm", "admin-password"};
+	for (size_t i = 0; i < 4; i++) {
+		db_close(nodes[i].ctx.shared);
+		free(nodes[i].generated);
+		snprintf(path, sizeof(path), "%s/%s", home, files[i]);
+		unlink(path);
+	}
+	rmdir(home);
+}
+
 int main(void)
 {
 	if (sodium_init() < 0)
@@ -345,6 +422,7 @@ int main(void)
 		cmocka_unit_test(test_users_crud),
 		cmocka_unit_test(test_users_lockout),
 		cmocka_unit_test(test_users_roles),
+		cmocka_unit_test(test_users_concurrent_bootstrap),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
