@@ -1,0 +1,53 @@
+"""The README's walkthrough, run exactly as written (only the port and the
+password file are pointed at the test server), so that the README stays true."""
+import os
+import re
+import subprocess
+import unittest
+
+import apimtest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+README = os.path.join(HERE, "..", "..", "README.md")
+
+
+def walkthrough_script():
+    """The sh code blocks of the section 'Your first API', in order."""
+    text = open(README, encoding="utf-8").read()
+    section = text.split("## Your first API", 1)[1].split("\n## ", 1)[0]
+    return "\n".join(re.findall(r"```sh\n(.*?)```", section, re.S))
+
+
+class ReadmeWalkthroughTest(unittest.TestCase):
+    def test_walkthrough_publishes_an_api(self):
+        srv = apimtest.ApimServer()
+        srv.start()
+        try:
+            port = srv.base_url.rsplit(":", 1)[1]
+            script = walkthrough_script()
+            self.assertIn("deploy-revision", script)
+            script = script.replace("localhost:9443", "127.0.0.1:" + port)
+            script = script.replace("var/admin-password",
+                                    os.path.join(srv.home, "admin-password"))
+            r = subprocess.run(["bash", "-euo", "pipefail", "-c", script],
+                               capture_output=True, text=True, timeout=120,
+                               env=apimtest.clean_env())
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            lines = r.stdout.splitlines()
+            self.assertRegex(lines[0], r"^API [0-9a-f-]{36}$")
+            self.assertIn("PUBLISHED", lines)
+            self.assertIn('"name":"Default"', r.stdout)
+            self.assertIn('"policyName":"Platinum"', r.stdout)
+            self.assertIn('"conditionType":"IP"', r.stdout)
+            # alice (Internal/creator) sees the one API.
+            self.assertEqual(lines[-1], "1")
+            api = srv.client().get("/api/am/publisher/v4/apis",
+                                   query={"query": "name:PizzaShack"}).json
+            self.assertEqual(api["count"], 1)
+            self.assertEqual(api["list"][0]["lifeCycleStatus"], "PUBLISHED")
+        finally:
+            srv.stop()
+
+
+if __name__ == "__main__":
+    unittest.main()
