@@ -19,27 +19,54 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "http/http.h"
+#include "devportal/devportal.h"
 #include "http/http_ops.h"
+#include "keymanager/keymanager.h"
 #include "publisher/publisher.h"
 #include "scim/scim.h"
 #include "store/db.h"
 
+/* Components a profile runs in this process. */
+#define C_PUBLISHER 0x01 /* Publisher v4 */
+#define C_ADMIN 0x02     /* Admin v4 and SCIM users/roles */
+#define C_KEYMANAGER 0x04
+#define C_DEVPORTAL 0x08
+#define C_GATEWAY 0x10
+#define C_TRAFFIC 0x20
+#define C_BUILT (C_PUBLISHER | C_ADMIN | C_KEYMANAGER | C_DEVPORTAL)
+
 typedef struct profile {
 	const char *name;
-	int available; /* every component of the profile exists */
-	int control_plane; /* runs REST APIs on the databases */
-	const char *missing; /* components not built yet */
+	unsigned components;
 } profile;
 
 static const profile profiles[] = {
-	{"all-in-one", 1, 1, "gateway, traffic manager, developer portal, key manager"},
-	{"control-plane", 1, 1, "developer portal, key manager"},
-	{"publisher", 1, 1, NULL},
-	{"devportal", 0, 1, "developer portal"},
-	{"key-manager", 0, 1, "key manager"},
-	{"gateway", 0, 0, "gateway"},
-	{"traffic-manager", 0, 0, "traffic manager"},
+	{"all-in-one", C_PUBLISHER | C_ADMIN | C_KEYMANAGER | C_DEVPORTAL | C_GATEWAY | C_TRAFFIC},
+	{"control-plane", C_PUBLISHER | C_ADMIN | C_KEYMANAGER | C_DEVPORTAL},
+	{"publisher", C_PUBLISHER | C_ADMIN},
+	{"devportal", C_DEVPORTAL},
+	{"key-manager", C_KEYMANAGER},
+	{"gateway", C_GATEWAY},
+	{"traffic-manager", C_TRAFFIC},
 };
+
+/* Names of the components in mask, comma-separated, into buf. */
+static const char *component_names(unsigned mask, char *buf, size_t len)
+{
+	static const struct {
+		unsigned bit;
+		const char *name;
+	} names[] = {{C_PUBLISHER, "publisher"}, {C_ADMIN, "admin"},
+		     {C_KEYMANAGER, "key manager"}, {C_DEVPORTAL, "developer portal"},
+		     {C_GATEWAY, "gateway"}, {C_TRAFFIC, "traffic manager"}};
+	size_t n = 0;
+	buf[0] = '\0';
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (mask & names[i].bit)
+			n += (size_t)snprintf(buf + n, n < len ? len - n : 0, "%s%s", n ? ", " : "",
+					      names[i].name);
+	return buf;
+}
 
 static void usage(FILE *out)
 {
@@ -100,9 +127,11 @@ int main(int argc, char **argv)
 		fprintf(stderr, "apimd: unknown profile '%s' (see --help)\n", profile_name);
 		return 2;
 	}
-	if (!prof->available) {
+	char missing[128];
+	component_names(prof->components & ~C_BUILT, missing, sizeof(missing));
+	if ((prof->components & C_BUILT) == 0) {
 		fprintf(stderr, "apimd: profile '%s' is not available yet: the %s component is not "
-				"built in this version\n", prof->name, prof->missing);
+				"built in this version\n", prof->name, missing);
 		return 2;
 	}
 
@@ -119,9 +148,8 @@ int main(int argc, char **argv)
 		log_error("main", "libsodium failed to initialise");
 		return 1;
 	}
-	if (prof->missing != NULL)
-		log_warn("main", "profile %s: not built yet, not started: %s", prof->name,
-			 prof->missing);
+	if (*missing)
+		log_warn("main", "profile %s: not built yet, not started: %s", prof->name, missing);
 
 	signal(SIGPIPE, SIG_IGN);
 
@@ -131,6 +159,20 @@ int main(int argc, char **argv)
 	http_server *http = NULL;
 	char *generated = NULL;
 
+	http_server_opts ho = {
+		.host = cfg.server_host,
+		.port = ctx.port,
+		.threads = (int)cfg.server_threads,
+		.max_body = (size_t)cfg.http_max_body_kb * 1024,
+		.tls_cert = cfg.http_tls_cert,
+		.tls_key = cfg.http_tls_key,
+		.cors_origins = cfg.http_cors_origins,
+		.ctx = &ctx,
+		.authenticate = auth_authenticate,
+	};
+	/* Before any database work: a bad TLS file fails the start at once. */
+	if (http_server_create(&http, &ho) != APIM_OK)
+		goto out;
 	if (apim_mkdirs(cfg.server_home, 0750) != APIM_OK) {
 		log_error("main", "cannot create server.home '%s'", cfg.server_home);
 		goto out;
@@ -151,12 +193,16 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	if (auth_users_bootstrap(&ctx, &generated) != APIM_OK || admin_migrate(&ctx) != APIM_OK ||
-	    publisher_migrate(&ctx) != APIM_OK) {
+	    publisher_migrate(&ctx) != APIM_OK || devportal_migrate(&ctx) != APIM_OK) {
 		log_error("main", "database set-up failed");
 		goto out;
 	}
 	if (auth_init(&ctx) != APIM_OK)
 		goto out;
+	if (keymanager_init(&ctx) != APIM_OK) {
+		log_error("main", "Key Manager set-up failed");
+		goto out;
+	}
 
 	/* Requests run on pool threads, which inherit this mask: signals are
 	 * taken by sigwait below. Blocked only now, so that a start-up stuck on
@@ -168,32 +214,40 @@ int main(int argc, char **argv)
 	sigaddset(&sigs, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
-	http_server_opts ho = {
-		.host = cfg.server_host,
-		.port = ctx.port,
-		.threads = (int)cfg.server_threads,
-		.max_body = (size_t)cfg.http_max_body_kb * 1024,
-		.tls_cert = cfg.http_tls_cert,
-		.tls_key = cfg.http_tls_key,
-		.cors_origins = cfg.http_cors_origins,
-		.ctx = &ctx,
-		.authenticate = auth_authenticate,
-	};
-	if (http_server_create(&http, &ho) != APIM_OK)
-		goto out;
 	ctx.http = http;
 	http_ops_routes(http);
-	publisher_routes(http);
-	admin_routes(http);
-	scim_routes(http);
+	if (prof->components & C_PUBLISHER)
+		publisher_routes(http);
+	if (prof->components & C_ADMIN) {
+		admin_routes(http);
+		scim_routes(http);
+	}
+	if (prof->components & C_KEYMANAGER)
+		keymanager_routes(http);
+	if (prof->components & C_DEVPORTAL)
+		devportal_routes(http);
 	if (http_server_start(http) != APIM_OK)
 		goto out;
 
 	const char *scheme = *cfg.http_tls_cert ? "https" : "http";
 	printf("apim %s (%s) ready in %lld ms\n", APIM_VERSION, prof->name,
 	       (long long)(apim_now_ms() - ctx.started_ms));
-	printf("  control plane  %s://%s:%d  (Publisher /api/am/publisher/v4, Admin "
-	       "/api/am/admin/v4, SCIM /scim2)\n", scheme, cfg.server_hostname, ctx.port);
+	char running[128];
+	component_names(prof->components & C_BUILT, running, sizeof(running));
+	printf("  control plane  %s://%s:%d  (%s)\n", scheme, cfg.server_hostname, ctx.port,
+	       running);
+	if (prof->components & C_PUBLISHER)
+		printf("  publisher      %s://%s:%d/api/am/publisher/v4\n", scheme,
+		       cfg.server_hostname, ctx.port);
+	if (prof->components & C_ADMIN)
+		printf("  admin          %s://%s:%d/api/am/admin/v4   (users: /scim2)\n", scheme,
+		       cfg.server_hostname, ctx.port);
+	if (prof->components & C_DEVPORTAL)
+		printf("  devportal      %s://%s:%d/api/am/devportal/v3   (sign-up: "
+		       "/api/identity/user/v1.0/me)\n", scheme, cfg.server_hostname, ctx.port);
+	if (prof->components & C_KEYMANAGER)
+		printf("  key manager    %s://%s:%d/oauth2/token   (JWKS /oauth2/jwks)\n", scheme,
+		       cfg.server_hostname, ctx.port);
 	printf("  apimgtdb       %s\n", db_dialect_of(ctx.apimgt) == DB_SQLITE ?
 	       cfg.database_apimgtdb_url : "postgresql (see database.apimgtdb_url)");
 	printf("  shareddb       %s\n", db_dialect_of(ctx.shared) == DB_SQLITE ?
@@ -203,8 +257,17 @@ int main(int argc, char **argv)
 		       "%s/admin-password)\n", cfg.admin_username, generated, cfg.server_home);
 		sodium_memzero(generated, strlen(generated));
 	} else {
-		printf("  admin user     %s (password: admin.password, or the one generated at "
-		       "first start in %s/admin-password)\n", cfg.admin_username, cfg.server_home);
+		char pwfile[4096];
+		snprintf(pwfile, sizeof(pwfile), "%s/admin-password", cfg.server_home);
+		if (*cfg.admin_password)
+			printf("  admin user     %s (password: admin.password)\n", cfg.admin_username);
+		else if (access(pwfile, F_OK) == 0)
+			printf("  admin user     %s (password generated at first start: %s)\n",
+			       cfg.admin_username, pwfile);
+		else
+			printf("  admin user     %s (password generated by the node that created "
+			       "the account, in its server.home/admin-password)\n",
+			       cfg.admin_username);
 	}
 	fflush(stdout);
 	log_info("main", "listening on %s:%d (%s)", cfg.server_host, ctx.port, prof->name);
@@ -226,6 +289,7 @@ out:
 		http_server_stop(http);
 		http_server_destroy(http);
 	}
+	keymanager_shutdown();
 	auth_shutdown();
 	if (ctx.apimgt)
 		db_close(ctx.apimgt);

@@ -51,6 +51,25 @@ static const char *valid_log_format(const config_key *k, const char *s, int64_t 
 	return strcmp(s, "json") == 0 || strcmp(s, "text") == 0 ? NULL : "must be json or text";
 }
 
+static const char *valid_signing_alg(const config_key *k, const char *s, int64_t i)
+{
+	(void)k;
+	(void)i;
+	return strcmp(s, "RS256") == 0 || strcmp(s, "ES256") == 0 ? NULL : "must be RS256 or ES256";
+}
+
+static const char *valid_master_key(const config_key *k, const char *s, int64_t i)
+{
+	(void)k;
+	(void)i;
+	if (*s == '\0')
+		return NULL;
+	size_t n = 0;
+	unsigned char *b = apim_base64_decode(s, strlen(s), &n);
+	free(b);
+	return b != NULL && n == 32 ? NULL : "must be 32 bytes in base64 (openssl rand -base64 32)";
+}
+
 static const char *valid_nonempty(const config_key *k, const char *s, int64_t i)
 {
 	(void)k;
@@ -112,6 +131,33 @@ static const config_key config_keys[] = {
 	 3600, NULL,
 	 "How long a verified Basic credential is remembered (keyed by a keyed hash, never the "
 	 "password) so that argon2id runs once per client and not per request; 0 disables."},
+	{"keymanager", "signing_alg", CFG_STRING, OFF(keymanager_signing_alg), "RS256", 0, 0,
+	 valid_signing_alg, "Algorithm of the key that signs new access tokens: RS256 or ES256. "
+			    "Changing it rotates to a new key of that kind at start."},
+	{"keymanager", "master_key", CFG_STRING, OFF(keymanager_master_key), "", 0, 0,
+	 valid_master_key,
+	 "Key (32 bytes, base64) that encrypts the signing keys in shareddb; every Key Manager "
+	 "node needs the same one. Empty: read from, or generated into, "
+	 "`<server.home>/master-key` (mode 0600)."},
+	{"keymanager", "issuer", CFG_STRING, OFF(keymanager_issuer), "", 0, 0, NULL,
+	 "`iss` of issued tokens. Empty: `<scheme>://<server.hostname>:<port>/oauth2/token`, as "
+	 "the reference."},
+	{"keymanager", "access_token_validity", CFG_INT, OFF(keymanager_access_token_validity),
+	 "3600", 60, 31536000, NULL,
+	 "Default lifetime of access tokens, in seconds (an application's key may set its own)."},
+	{"keymanager", "refresh_token_validity", CFG_INT, OFF(keymanager_refresh_token_validity),
+	 "86400", 60, 31536000, NULL, "Lifetime of refresh tokens, in seconds."},
+	{"keymanager", "code_validity", CFG_INT, OFF(keymanager_code_validity), "300", 10, 3600,
+	 NULL, "Lifetime of authorization codes, in seconds."},
+	{"keymanager", "auth_failures_per_minute", CFG_INT,
+	 OFF(keymanager_auth_failures_per_minute), "10", 1, 100000, NULL,
+	 "Failed client or user authentications allowed per client id or user name and minute "
+	 "on the token endpoints; past it they get 429."},
+	{"keymanager", "leeway", CFG_INT, OFF(keymanager_leeway), "30", 0, 600, NULL,
+	 "Clock skew tolerated on `exp`/`nbf`, in seconds."},
+	{"devportal", "self_signup", CFG_BOOL, OFF(devportal_self_signup), "true", 0, 1, NULL,
+	 "Whether anyone may sign up at `/api/identity/user/v1.0/me` (new users get "
+	 "`Internal/subscriber`)."},
 	{"log", "level", CFG_STRING, OFF(log_level), "info", 0, 0, valid_log_level,
 	 "Least severe level written: debug, info, warn, error."},
 	{"log", "format", CFG_STRING, OFF(log_format), "json", 0, 0, valid_log_format,

@@ -41,6 +41,17 @@ typedef struct apim_config {
 	int64_t security_argon2_opslimit;
 	int64_t security_argon2_memlimit_kb;
 	int64_t security_auth_cache_seconds;
+	/* [keymanager] */
+	char *keymanager_signing_alg;
+	char *keymanager_master_key;
+	char *keymanager_issuer;
+	int64_t keymanager_access_token_validity;
+	int64_t keymanager_refresh_token_validity;
+	int64_t keymanager_code_validity;
+	int64_t keymanager_auth_failures_per_minute;
+	int64_t keymanager_leeway;
+	/* [devportal] */
+	int64_t devportal_self_signup;
 	/* [log] */
 	char *log_level;
 	char *log_format;

@@ -362,6 +362,65 @@ json_t *http_json_body(http_req *r, json_type want)
 	return ri->json;
 }
 
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Decodes n bytes of form-urlencoded text into the pool ('+' is a space). */
+static char *form_decode(arena *pool, const char *s, size_t n)
+{
+	char *out = arena_alloc(pool, n + 1);
+	size_t j = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] == '+') {
+			out[j++] = ' ';
+		} else if (s[i] == '%' && i + 2 < n && hexval(s[i + 1]) >= 0 &&
+			   hexval(s[i + 2]) >= 0) {
+			out[j++] = (char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
+			i += 2;
+		} else {
+			out[j++] = s[i];
+		}
+	}
+	out[j] = '\0';
+	return out;
+}
+
+const char *http_form(http_req *r, const char *name, int *dup)
+{
+	const char *found = NULL;
+	if (dup != NULL)
+		*dup = 0;
+	if (r->body == NULL)
+		return NULL;
+	size_t nlen = strlen(name);
+	const char *p = r->body, *end = r->body + r->body_len;
+	while (p < end) {
+		const char *amp = memchr(p, '&', (size_t)(end - p));
+		const char *fe = amp ? amp : end;
+		const char *eq = memchr(p, '=', (size_t)(fe - p));
+		const char *ke = eq ? eq : fe;
+		char *key = form_decode(r->pool, p, (size_t)(ke - p));
+		if (strlen(key) == nlen && memcmp(key, name, nlen) == 0) {
+			if (found != NULL) {
+				if (dup != NULL)
+					*dup = 1;
+			} else {
+				found = eq ? form_decode(r->pool, eq + 1, (size_t)(fe - eq - 1)) : "";
+			}
+		}
+		p = fe + 1;
+	}
+	return found;
+}
+
 int http_paging(http_req *r, int64_t *limit, int64_t *offset)
 {
 	const char *l = http_query(r, "limit"), *o = http_query(r, "offset");
@@ -586,6 +645,8 @@ static int check_access(http_server *s, http_req *r)
 {
 	const char *authz = http_header(r, "Authorization");
 	const http_route *route = r->route;
+	if (route->flags & HTTP_OWN_AUTH)
+		return 0;
 	if (authz != NULL && s->opts.authenticate != NULL) {
 		principal *p = NULL;
 		apim_rc rc = s->opts.authenticate(r, authz, &p);
@@ -607,7 +668,7 @@ static int check_access(http_server *s, http_req *r)
 		}
 		r->who = p;
 	}
-	if (route->flags & HTTP_PUBLIC)
+	if (route->flags & (HTTP_PUBLIC | HTTP_OWN_AUTH))
 		return 0;
 	if (r->who == NULL) {
 		http_reply_error(r, 401, "Authentication required: send HTTP Basic credentials "

@@ -32,6 +32,9 @@ typedef void (*http_handler)(http_req *r);
 /* Route flags. */
 #define HTTP_PUBLIC 0x1   /* no authentication needed (credentials still read if sent) */
 #define HTTP_RAW_BODY 0x2 /* body is not JSON (form, text, YAML): no JSON parsing */
+/* The handler reads Authorization itself (OAuth client credentials): the
+ * layer neither authenticates nor rejects it. Implies HTTP_PUBLIC. */
+#define HTTP_OWN_AUTH 0x4
 
 typedef struct http_route {
 	const char *method; /* "GET", "POST", ... */
@@ -102,6 +105,11 @@ const char *http_header(http_req *r, const char *name);
  * is wrong and returns NULL. The value is owned by the request.
  */
 json_t *http_json_body(http_req *r, json_type want);
+
+/* Decoded value of field name in an application/x-www-form-urlencoded body
+ * (r->body), from r->pool; NULL when absent. Repeated fields: the first.
+ * *dup (may be NULL) is set to 1 when the field appears more than once. */
+const char *http_form(http_req *r, const char *name, int *dup);
 
 /* Parses limit (default 25, 1..1000) and offset (default 0); on bad values
  * answers 400 and returns -1. */

@@ -21,6 +21,7 @@
 #include "common/util.h"
 #include "publisher/publisher_internal.h"
 #include "store/db.h"
+#include "store/store_rating.h"
 #include "store/store_subscription.h"
 
 json_t *publisher_api_render(const store_api *a)
@@ -462,6 +463,10 @@ static void h_delete(http_req *r)
 		return;
 	}
 	publisher_document_delete_all(r, a.id);
+	/* Ratings and comments live in shareddb too: removed after the commit,
+	 * like the documents (a failure leaves orphans, never a half API). */
+	if (store_rating_delete_api(r->ctx->shared, a.id) != APIM_OK)
+		log_warn("publisher", "API %s: ratings and comments not removed", a.id);
 	log_info("publisher", "API %s (%s %s) deleted by %s", a.id, a.name, a.version,
 		 r->who ? r->who->username : "?");
 	http_reply_empty(r, 200);

@@ -381,6 +381,53 @@ apim_rc store_api_list(db *d, arena *pool, const store_api_query *q, store_api *
 	return APIM_OK;
 }
 
+apim_rc store_api_list_in_status(db *d, arena *pool, const store_api_query *q,
+				 const char *const *statuses, size_t nstatuses, int64_t max,
+				 store_api **out, size_t *n)
+{
+	char where[2048];
+	const char *params[16];
+	size_t np = 0;
+	db_res *r = NULL;
+	*out = NULL;
+	*n = 0;
+	if (q->nterms > 8 || nstatuses == 0 || nstatuses > 8)
+		return APIM_EINVAL;
+	apim_rc rc = list_where(pool, q, where, sizeof(where), params, &np);
+	if (rc != APIM_OK)
+		return rc;
+	size_t used = strlen(where);
+	int w = snprintf(where + used, sizeof(where) - used, "%s status IN (",
+			 used ? " AND" : " WHERE");
+	if (w < 0 || (size_t)w >= sizeof(where) - used)
+		return APIM_EINVAL;
+	used += (size_t)w;
+	for (size_t i = 0; i < nstatuses; i++) {
+		w = snprintf(where + used, sizeof(where) - used, "%s?", i ? ", " : "");
+		if (w < 0 || (size_t)w >= sizeof(where) - used)
+			return APIM_EINVAL;
+		used += (size_t)w;
+		params[np++] = statuses[i];
+	}
+	if (used + 2 >= sizeof(where))
+		return APIM_EINVAL;
+	strcat(where, ")");
+	char *sql = arena_sprintf(pool,
+				  "SELECT " API_COLS " FROM am_api%s ORDER BY name, version, id "
+				  "LIMIT %" PRId64,
+				  where, max);
+	rc = db_exec(d, &r, sql, np, params);
+	if (rc != APIM_OK)
+		return rc;
+	size_t rows = db_res_rows(r);
+	*out = arena_alloc(pool, (rows + 1) * sizeof(store_api));
+	for (size_t i = 0; i < rows; i++)
+		api_from_row(pool, r, i, &(*out)[i]);
+	*n = rows;
+	db_res_free(r);
+	return APIM_OK;
+}
+
 apim_rc store_api_versions(db *d, arena *pool, const char *provider, const char *name,
 			   const char *status, const char *except_id, store_api **out, size_t *n)
 {

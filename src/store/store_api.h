@@ -93,6 +93,15 @@ apim_rc store_api_clear_default(db *d, arena *pool, const char *provider, const 
 				const char *except_id, const char ***ids, size_t *n);
 apim_rc store_api_list(db *d, arena *pool, const store_api_query *q, store_api **out, size_t *n,
 		       int64_t *total);
+/*
+ * Every API in one of the given statuses (at most 8) that matches q's terms,
+ * ordered by name and version; q's paging and order are ignored and at
+ * most max rows are returned (the Developer Portal filters them further by
+ * visibility before paging). Read-only.
+ */
+apim_rc store_api_list_in_status(db *d, arena *pool, const store_api_query *q,
+				 const char *const *statuses, size_t nstatuses, int64_t max,
+				 store_api **out, size_t *n);
 /* Other versions of provider+name (not id) in the given status. */
 apim_rc store_api_versions(db *d, arena *pool, const char *provider, const char *name,
 			   const char *status, const char *except_id, store_api **out, size_t *n);

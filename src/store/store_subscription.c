@@ -166,3 +166,104 @@ apim_rc store_subscription_policy_usage(db *d, const char *level, const char *na
 	db_res_free(r);
 	return rc;
 }
+
+/* ---------- Developer Portal writes ---------- */
+
+apim_rc store_subscription_search(db *d, arena *pool, const char *api_id,
+				  const char *application_id, const char *owner, int64_t offset,
+				  int64_t limit, store_subscription **out, size_t *n,
+				  int64_t *total)
+{
+	const char *params[3];
+	size_t np = 0;
+	const char *where = "";
+	if (api_id != NULL) {
+		params[np++] = api_id;
+		where = arena_sprintf(pool, "%s%s s.api_id = ?", where, np > 1 ? " AND" : " WHERE");
+	}
+	if (application_id != NULL) {
+		params[np++] = application_id;
+		where = arena_sprintf(pool, "%s%s s.application_id = ?", where,
+				      np > 1 ? " AND" : " WHERE");
+	}
+	if (owner != NULL) {
+		params[np++] = owner;
+		where = arena_sprintf(pool, "%s%s a.owner = ?", where, np > 1 ? " AND" : " WHERE");
+	}
+	db_res *r = NULL;
+	char *sql = arena_sprintf(pool, "SELECT COUNT(*)" SUB_FROM "%s", where);
+	apim_rc rc = db_exec(d, &r, sql, np, params);
+	if (rc != APIM_OK)
+		return rc;
+	*total = db_res_int(r, 0, 0);
+	db_res_free(r);
+	sql = arena_sprintf(pool,
+			    "SELECT " SUB_COLS SUB_FROM "%s ORDER BY s.created_ms DESC, s.id "
+			    "LIMIT %" PRId64 " OFFSET %" PRId64,
+			    where, limit, offset);
+	rc = db_exec(d, &r, sql, np, params);
+	if (rc != APIM_OK)
+		return rc;
+	size_t rows = db_res_rows(r);
+	*out = arena_alloc(pool, (rows + 1) * sizeof(store_subscription));
+	for (size_t i = 0; i < rows; i++)
+		sub_from_row(pool, r, i, &(*out)[i]);
+	*n = rows;
+	db_res_free(r);
+	return APIM_OK;
+}
+
+apim_rc store_subscription_find(db *d, arena *pool, const char *api_id,
+				const char *application_id, store_subscription *out)
+{
+	db_res *r = NULL;
+	apim_rc rc = db_exec(d, &r,
+			     "SELECT " SUB_COLS SUB_FROM " WHERE s.api_id = ? AND s.application_id = ?",
+			     DB_ARGS(api_id, application_id));
+	if (rc != APIM_OK)
+		return rc;
+	if (db_res_rows(r) == 0)
+		rc = APIM_ENOTFOUND;
+	else
+		sub_from_row(pool, r, 0, out);
+	db_res_free(r);
+	return rc;
+}
+
+apim_rc store_subscription_insert(db *d, const store_subscription *s, const char *created_by)
+{
+	char cr[24], up[24];
+	snprintf(cr, sizeof(cr), "%" PRId64, s->created_ms);
+	snprintf(up, sizeof(up), "%" PRId64, s->updated_ms);
+	return db_exec(d, NULL,
+		       "INSERT INTO am_subscription (id, api_id, application_id, tier, "
+		       "requested_tier, status, created_by, created_ms, updated_ms) "
+		       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+		       DB_ARGS(s->id, s->api_id, s->application_id, s->tier, s->requested_tier,
+			       s->status, created_by, cr, up));
+}
+
+apim_rc store_subscription_set_tier(db *d, const char *id, const char *tier, int64_t updated_ms)
+{
+	char ms[24];
+	db_res *r = NULL;
+	snprintf(ms, sizeof(ms), "%" PRId64, updated_ms);
+	apim_rc rc = db_exec(d, &r,
+			     "UPDATE am_subscription SET tier = ?, requested_tier = ?, updated_ms = ? "
+			     "WHERE id = ?",
+			     DB_ARGS(tier, tier, ms, id));
+	if (rc == APIM_OK && db_res_changes(r) == 0)
+		rc = APIM_ENOTFOUND;
+	db_res_free(r);
+	return rc;
+}
+
+apim_rc store_subscription_delete(db *d, const char *id)
+{
+	db_res *r = NULL;
+	apim_rc rc = db_exec(d, &r, "DELETE FROM am_subscription WHERE id = ?", DB_ARGS(id));
+	if (rc == APIM_OK && db_res_changes(r) == 0)
+		rc = APIM_ENOTFOUND;
+	db_res_free(r);
+	return rc;
+}

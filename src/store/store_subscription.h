@@ -56,4 +56,24 @@ apim_rc store_subscription_count_active(db *d, const char *api_id, int64_t *coun
 apim_rc store_subscription_policy_usage(db *d, const char *level, const char *name,
 					int64_t *count);
 
+/* ---- Developer Portal writes (devportal_subscription.c) ---- */
+
+/* Subscriptions filtered by any of api_id, application_id and the
+ * application's owner (each NULL: no filter), newest first. */
+apim_rc store_subscription_search(db *d, arena *pool, const char *api_id,
+				  const char *application_id, const char *owner, int64_t offset,
+				  int64_t limit, store_subscription **out, size_t *n,
+				  int64_t *total);
+/* The subscription of the application to the API; APIM_ENOTFOUND if none. */
+apim_rc store_subscription_find(db *d, arena *pool, const char *api_id,
+				const char *application_id, store_subscription *out);
+/* Inserts s (id, api_id, application_id, tier, requested_tier, status,
+ * created_ms, updated_ms). APIM_ECONFLICT when the application is already
+ * subscribed to the API. */
+apim_rc store_subscription_insert(db *d, const store_subscription *s, const char *created_by);
+/* Sets tier and requested_tier; APIM_ENOTFOUND when gone. */
+apim_rc store_subscription_set_tier(db *d, const char *id, const char *tier,
+				    int64_t updated_ms);
+apim_rc store_subscription_delete(db *d, const char *id);
+
 #endif

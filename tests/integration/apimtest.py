@@ -19,6 +19,8 @@ More for tests of the daemon itself:
     apimtest.write_conf(path, {"server": {...}})        # or a text
     srv.start(wait=False); srv.wait_exit(20)           # expected start-up failure
     srv.stdout_this_run(), srv.stderr_this_run(), srv.signal(sig), srv.metrics()
+    srv.prepare(); srv.update_conf({...})  # home and apim.conf before start
+    ApimServer(databases_from=other)       # a second node on other's databases
     apimtest.is_postgresql(), apimtest.psql(sql), apimtest.unused_port()
     apimtest.free_port_offset()
 
@@ -472,6 +474,8 @@ class ApimServer:
     conf: {"section": {"key": value}} merged over the harness defaults (a
     value of None drops a default). env: extra environment variables for
     apimd (APIM_* overrides; None removes one). profile: --profile value.
+    databases_from: another ApimServer whose databases this one uses too (a
+    second node of the same deployment; prepared first when needed).
     """
 
     DEFAULT_CONF = {
@@ -480,8 +484,9 @@ class ApimServer:
         "security": {"argon2_memlimit_kb": 8192, "argon2_opslimit": 1},
     }
 
-    def __init__(self, conf=None, env=None, profile=None, args=None):
+    def __init__(self, conf=None, env=None, profile=None, args=None, databases_from=None):
         self.conf = conf or {}
+        self.databases_from = databases_from
         self.env = env or {}
         self.profile = profile
         self.extra_args = list(args or [])
@@ -511,7 +516,9 @@ class ApimServer:
         self.stderr_path = os.path.join(self.home, "apimd.stderr")
         self.conf_path = os.path.join(self.home, "apim.conf")
         self._dbconf = {}
-        if is_postgresql():
+        if self.databases_from is not None:
+            self._share_databases(self.databases_from)
+        elif is_postgresql():
             user_db = self.conf.get("database") or {}
             if "apimgtdb_url" not in user_db:
                 self.apimgtdb_url = pg_create_database("apimgt")
@@ -524,7 +531,40 @@ class ApimServer:
                            and "APIM_SERVER_PORT_OFFSET" not in self.env)
         self._write_conf(free_port_offset() if self._auto_port else 0)
 
+    def _share_databases(self, other):
+        """Points this server at other's databases (those the test did not
+        set in conf itself)."""
+        other.prepare()
+        user_db = self.conf.get("database") or {}
+        theirs = other.effective_conf.get("database") or {}
+        for key, default in (("apimgtdb_url", "apimgt.db"), ("shareddb_url", "shared.db")):
+            if key in user_db:
+                continue
+            url = theirs.get(key) or "sqlite://%s/%s" % (other.home, default)
+            self._dbconf[key] = url
+            setattr(self, key, url)
+
+    def prepare(self):
+        """Creates the home, the databases and apim.conf without starting
+        apimd (start() does it on its first call). Lets a test put files in
+        the home (then update_conf()) or start several servers at once."""
+        if self.home is None:
+            self._prepare()
+        return self
+
+    def update_conf(self, conf):
+        """Merges conf over this server's configuration and rewrites
+        apim.conf (port and databases unchanged); applies at the next
+        start. Only while apimd is not running."""
+        if self.proc is not None:
+            raise RuntimeError("update_conf() while apimd is running")
+        self.prepare()
+        self.conf = merge_conf(self.conf, conf)
+        self._write_conf(self._port_offset)
+        return self
+
     def _write_conf(self, offset):
+        self._port_offset = offset
         base = merge_conf(self.DEFAULT_CONF, {"server": {"home": self.home,
                                                          "port_offset": offset}})
         if self._dbconf:

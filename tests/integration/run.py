@@ -48,6 +48,7 @@ class ThrowawayPostgres:
         self.dir = None
         self.data = None
         self.port = None
+        self.opts = None
         self.started = False
         self.as_root = os.geteuid() == 0
 
@@ -87,12 +88,11 @@ class ThrowawayPostgres:
                    "-E", "UTF8", "--locale=C", "-D", self.data])
         for attempt in range(5):
             self.port = free_port()
-            opts = ("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off "
-                    "-c synchronous_commit=off -c full_page_writes=off "
-                    "-c max_connections=300" % (self.port, self.dir))
+            self.opts = ("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off "
+                         "-c synchronous_commit=off -c full_page_writes=off "
+                         "-c max_connections=300" % (self.port, self.dir))
             try:
-                self._run([os.path.join(PG_BIN, "pg_ctl"), "-w", "-t", "60", "-D", self.data,
-                           "-l", os.path.join(self.dir, "postgres.log"), "-o", opts, "start"])
+                self.ctl("start")
                 self.started = True
                 self.pid = self._postmaster_pid()
                 break
@@ -101,6 +101,22 @@ class ThrowawayPostgres:
                     raise
                 time.sleep(0.2)  # port taken in between: try another one
         return "postgresql://postgres@127.0.0.1:%d/postgres" % self.port
+
+    def ctl(self, action, mode=None, timeout=120):
+        """pg_ctl action ("start", "stop", "restart") on the running
+        cluster's data folder, port and options, waiting until it is done;
+        mode: "smart", "fast" or "immediate" for stop and restart. For tests
+        that take the database server away under apimd (on a cluster of
+        their own: the one of run.py is shared by the modules)."""
+        argv = [os.path.join(PG_BIN, "pg_ctl"), "-w", "-t", "60", "-D", self.data]
+        if action in ("start", "restart"):
+            argv += ["-l", os.path.join(self.dir, "postgres.log"), "-o", self.opts]
+        if mode is not None:
+            argv += ["-m", mode]
+        out = self._run(argv + [action], timeout=timeout)
+        if action in ("start", "restart"):
+            self.pid = self._postmaster_pid()
+        return out
 
     def _postmaster_pid(self):
         try:

@@ -91,8 +91,6 @@ class CommandLineTest(unittest.TestCase):
 
     def test_unbuilt_profiles_refuse_to_start(self):
         expected = {
-            "devportal": "developer portal",
-            "key-manager": "key manager",
             "gateway": "gateway",
             "traffic-manager": "traffic manager",
         }
@@ -397,11 +395,26 @@ class LifecycleTest(unittest.TestCase):
             srv.cleanup()
 
     def test_available_profiles_start(self):
-        for prof in ("control-plane", "publisher"):
+        """Each profile serves its own components' routes and no others."""
+        serves = {
+            "control-plane": {"/api/am/publisher/v4/apis": True, "/oauth2/jwks": True,
+                              "/api/am/admin/v4/environments": True},
+            "publisher": {"/api/am/publisher/v4/apis": True, "/oauth2/jwks": False,
+                          "/api/am/admin/v4/environments": True},
+            "key-manager": {"/api/am/publisher/v4/apis": False, "/oauth2/jwks": True,
+                            "/api/am/admin/v4/environments": False},
+        }
+        for prof, paths in serves.items():
             with self.subTest(profile=prof):
                 with apimtest.ApimServer(profile=prof) as srv:
                     self.assertIn("(%s) ready in" % prof, srv.stdout_this_run())
                     self.assertEqual(srv.client(None).get("/health/ready").status, 200)
+                    for path, served in paths.items():
+                        st = srv.client().get(path).status
+                        if served:
+                            self.assertEqual(st, 200, "%s on %s" % (path, prof))
+                        else:
+                            self.assertEqual(st, 404, "%s on %s" % (path, prof))
                 srv.cleanup()
 
     def test_port_in_use_fails_start(self):

@@ -11,11 +11,17 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 README = os.path.join(HERE, "..", "..", "README.md")
 
 
+WALKTHROUGH = ("## Your first API", "## Tokens instead of passwords", "## Consume the API")
+
+
 def walkthrough_script():
-    """The sh code blocks of the section 'Your first API', in order."""
+    """The sh code blocks of the walkthrough sections, in order."""
     text = open(README, encoding="utf-8").read()
-    section = text.split("## Your first API", 1)[1].split("\n## ", 1)[0]
-    return "\n".join(re.findall(r"```sh\n(.*?)```", section, re.S))
+    blocks = []
+    for title in WALKTHROUGH:
+        section = text.split(title + "\n", 1)[1].split("\n## ", 1)[0]
+        blocks += re.findall(r"```sh\n(.*?)```", section, re.S)
+    return "\n".join(blocks)
 
 
 class ReadmeWalkthroughTest(unittest.TestCase):
@@ -39,8 +45,11 @@ class ReadmeWalkthroughTest(unittest.TestCase):
             self.assertIn('"name":"Default"', r.stdout)
             self.assertIn('"policyName":"Platinum"', r.stdout)
             self.assertIn('"conditionType":"IP"', r.stdout)
-            # alice (Internal/creator) sees the one API.
-            self.assertEqual(lines[-1], "1")
+            # alice (Internal/creator) sees the one API, so does the token.
+            self.assertEqual(lines[-5:-3], ["1", "1"], r.stdout)
+            # bob signed up, subscribed and got an application token.
+            self.assertIn('"username":"bob"', r.stdout)
+            self.assertEqual(lines[-2:], ["UNBLOCKED", "Bearer"], r.stdout)
             api = srv.client().get("/api/am/publisher/v4/apis",
                                    query={"query": "name:PizzaShack"}).json
             self.assertEqual(api["count"], 1)

@@ -80,12 +80,32 @@ static void test_etag_list(void **state)
 	assert_false(etag_listed("\"ab\"", "\"abc\""));
 }
 
+static void test_form(void **state)
+{
+	(void)state;
+	arena *a = arena_create(1024);
+	const char *body = "grant_type=client_credentials&scope=apim%3Aapi_view+x&empty=&flag"
+			   "&scope=again&bad=%zz%4";
+	http_req r = {.pool = a, .body = body, .body_len = strlen(body)};
+	int dup = 0;
+	assert_string_equal(http_form(&r, "grant_type", &dup), "client_credentials");
+	assert_int_equal(dup, 0);
+	assert_string_equal(http_form(&r, "scope", &dup), "apim:api_view x");
+	assert_int_equal(dup, 1);
+	assert_string_equal(http_form(&r, "empty", NULL), "");
+	assert_string_equal(http_form(&r, "flag", NULL), "");
+	assert_string_equal(http_form(&r, "bad", NULL), "%zz%4");
+	assert_null(http_form(&r, "missing", NULL));
+	arena_destroy(a);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_match_params),
 		cmocka_unit_test(test_literal_beats_param_and_405),
 		cmocka_unit_test(test_etag_list),
+		cmocka_unit_test(test_form),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
