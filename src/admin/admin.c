@@ -119,21 +119,6 @@ void admin_routes(http_server *s)
 			   sizeof(admin_route_table) / sizeof(admin_route_table[0]));
 }
 
-void admin_reply_store_error(http_req *r, apim_rc rc, const char *what)
-{
-	switch (rc) {
-	case APIM_ENOTFOUND:
-		http_reply_error(r, 404, "%s not found", what);
-		break;
-	case APIM_EUNAVAIL:
-		http_reply_error(r, 503, "The database is unavailable; try again shortly");
-		break;
-	default:
-		http_reply_rc(r, rc, "Could not complete the request: %s (see the server log)",
-			      apim_strerror(rc));
-		break;
-	}
-}
 
 int admin_paging(http_req *r, int64_t *limit, int64_t *offset)
 {

@@ -171,7 +171,7 @@ static apim_rc load(http_req *r, const char *id, store_block *b)
 	apim_rc rc = apim_uuid_valid(id) ? store_block_get(r->ctx->apimgt, r->pool, id, b)
 					 : APIM_ENOTFOUND;
 	if (rc != APIM_OK)
-		admin_reply_store_error(r, rc, arena_sprintf(r->pool, "Deny policy '%s'", id));
+		http_reply_store_error(r, rc, arena_sprintf(r->pool, "Deny policy '%s'", id));
 	return rc;
 }
 
@@ -226,7 +226,7 @@ void admin_deny_list(http_req *r)
 	apim_rc rc = store_block_list(r->ctx->apimgt, r->pool, type, value, offset, limit, &bs, &n,
 				      &total);
 	if (rc != APIM_OK) {
-		admin_reply_store_error(r, rc, "Deny policies");
+		http_reply_store_error(r, rc, "Deny policies");
 		return;
 	}
 	json_t *list = json_array();
@@ -267,7 +267,7 @@ void admin_deny_create(http_req *r)
 	}
 	if (rc != APIM_OK) {
 		free(text);
-		admin_reply_store_error(r, rc, "Deny policy");
+		http_reply_store_error(r, rc, "Deny policy");
 		return;
 	}
 	b.value = arena_strdup(r->pool, text);
@@ -310,7 +310,7 @@ void admin_deny_patch(http_req *r)
 	int enabled = admin_json_bool(body, "conditionStatus", 1);
 	apim_rc rc = store_block_set_enabled(r->ctx->apimgt, b.id, enabled, apim_now_ms());
 	if (rc != APIM_OK) {
-		admin_reply_store_error(r, rc, arena_sprintf(r->pool, "Deny policy '%s'", b.id));
+		http_reply_store_error(r, rc, arena_sprintf(r->pool, "Deny policy '%s'", b.id));
 		return;
 	}
 	b.enabled = enabled;
@@ -322,7 +322,7 @@ void admin_deny_delete(http_req *r)
 	const char *id = http_param(r, "conditionId");
 	apim_rc rc = apim_uuid_valid(id) ? store_block_delete(r->ctx->apimgt, id) : APIM_ENOTFOUND;
 	if (rc != APIM_OK) {
-		admin_reply_store_error(r, rc, arena_sprintf(r->pool, "Deny policy '%s'", id));
+		http_reply_store_error(r, rc, arena_sprintf(r->pool, "Deny policy '%s'", id));
 		return;
 	}
 	http_reply_empty(r, 200);

@@ -187,7 +187,7 @@ static apim_rc load(http_req *r, const char *id, store_environment *e)
 	apim_rc rc = apim_uuid_valid(id) ? store_environment_get(r->ctx->apimgt, r->pool, id, e)
 					 : APIM_ENOTFOUND;
 	if (rc != APIM_OK)
-		admin_reply_store_error(r, rc,
+		http_reply_store_error(r, rc,
 					arena_sprintf(r->pool, "Gateway environment '%s'", id));
 	return rc;
 }
@@ -201,7 +201,7 @@ void admin_environment_list(http_req *r)
 		return;
 	apim_rc rc = store_environment_list(r->ctx->apimgt, r->pool, offset, limit, &es, &n, &total);
 	if (rc != APIM_OK) {
-		admin_reply_store_error(r, rc, "Gateway environments");
+		http_reply_store_error(r, rc, "Gateway environments");
 		return;
 	}
 	json_t *list = json_array();
@@ -246,7 +246,7 @@ void admin_environment_create(http_req *r)
 					 "another name",
 					 ename);
 		else
-			admin_reply_store_error(r, rc, "Gateway environment");
+			http_reply_store_error(r, rc, "Gateway environment");
 		return;
 	}
 	http_set_header(r, "Location", arena_sprintf(r->pool, ADMIN_BASE "/environments/%s", id));
@@ -312,7 +312,7 @@ void admin_environment_update(http_req *r)
 	free(text);
 	if (rc != APIM_OK) {
 		json_decref(doc);
-		admin_reply_store_error(r, rc,
+		http_reply_store_error(r, rc,
 					arena_sprintf(r->pool, "Gateway environment '%s'", e.id));
 		return;
 	}
@@ -357,7 +357,7 @@ void admin_environment_delete(http_req *r)
 		return;
 	}
 	if (rc != APIM_OK) {
-		admin_reply_store_error(r, rc,
+		http_reply_store_error(r, rc,
 					arena_sprintf(r->pool, "Gateway environment '%s'", e.id));
 		return;
 	}

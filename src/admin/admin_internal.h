@@ -40,12 +40,6 @@ void admin_environment_delete(http_req *r);
 /* Creates the read-only "Default" environment once per database. */
 apim_rc admin_environment_seed(apim_ctx *ctx);
 
-/*
- * Answers a store failure: APIM_ENOTFOUND → 404 naming what (e.g.
- * "Rate-limit policy 'x'"), APIM_EUNAVAIL → 503, others → 500.
- */
-void admin_reply_store_error(http_req *r, apim_rc rc, const char *what);
-
 /* limit/offset for a list: http_paging, except that without a `limit`
  * parameter the whole list is returned (the reference's Admin lists are not
  * paged, and scripts written for it expect every item). -1 when answered. */

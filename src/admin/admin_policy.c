@@ -498,7 +498,7 @@ static apim_rc load(http_req *r, const level_info *li, const char *id, store_pol
 	apim_rc rc = apim_uuid_valid(id) ? store_policy_get(r->ctx->apimgt, r->pool, li->level, id, p)
 					 : APIM_ENOTFOUND;
 	if (rc != APIM_OK)
-		admin_reply_store_error(r, rc,
+		http_reply_store_error(r, rc,
 					arena_sprintf(r->pool, "%s '%s'", li->title, id));
 	return rc;
 }
@@ -514,7 +514,7 @@ void admin_policy_list(http_req *r)
 	apim_rc rc = store_policy_list(r->ctx->apimgt, r->pool, li->level, offset, limit, &ps, &n,
 				       &total);
 	if (rc != APIM_OK) {
-		admin_reply_store_error(r, rc, "Policies");
+		http_reply_store_error(r, rc, "Policies");
 		return;
 	}
 	json_t *list = json_array();
@@ -563,7 +563,7 @@ void admin_policy_create(http_req *r)
 	}
 	if (rc != APIM_OK) {
 		json_decref(doc);
-		admin_reply_store_error(r, rc, "Policy");
+		http_reply_store_error(r, rc, "Policy");
 		return;
 	}
 	http_set_header(r, "Location",
@@ -626,7 +626,7 @@ void admin_policy_update(http_req *r)
 	free(text);
 	if (rc != APIM_OK) {
 		json_decref(doc);
-		admin_reply_store_error(r, rc,
+		http_reply_store_error(r, rc,
 					arena_sprintf(r->pool, "%s '%s'", li->title, p.id));
 		return;
 	}
@@ -682,7 +682,7 @@ void admin_policy_delete(http_req *r)
 		return;
 	}
 	if (rc != APIM_OK) {
-		admin_reply_store_error(r, rc, arena_sprintf(r->pool, "%s '%s'", li->title, p.id));
+		http_reply_store_error(r, rc, arena_sprintf(r->pool, "%s '%s'", li->title, p.id));
 		return;
 	}
 	http_reply_empty(r, 200);
@@ -715,7 +715,7 @@ void admin_policy_search(http_req *r)
 	apim_rc rc = store_policy_list(r->ctx->apimgt, r->pool, only ? only->level : NULL, 0,
 				       INT32_MAX, &ps, &n, &total);
 	if (rc != APIM_OK) {
-		admin_reply_store_error(r, rc, "Policies");
+		http_reply_store_error(r, rc, "Policies");
 		return;
 	}
 	json_t *list = json_array();

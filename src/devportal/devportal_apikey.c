@@ -198,7 +198,7 @@ static void h_generate(http_req *r)
 	if (rc != APIM_OK) {
 		json_decref(apis);
 		json_decref(tiers);
-		devportal_app_store_error(r, rc, "subscriptions");
+		http_reply_store_error(r, rc, "subscriptions");
 		goto out;
 	}
 	claims = json_pack("{s:s, s:s, s:I, s:I, s:s, s:s, s:s, s:{s:s, s:s, s:s, s:s, s:s}, "
@@ -226,13 +226,13 @@ static void h_generate(http_req *r)
 	};
 	rc = store_application_apikey_insert(r->ctx->apimgt, &k);
 	if (rc != APIM_OK) {
-		devportal_app_store_error(r, rc, "API key");
+		http_reply_store_error(r, rc, "API key");
 		goto out;
 	}
 	char *jwt = NULL;
 	rc = km_jwt_sign(r->ctx, claims, &jwt);
 	if (rc != APIM_OK) {
-		devportal_app_store_error(r, rc, "API key signature");
+		http_reply_store_error(r, rc, "API key signature");
 		goto out;
 	}
 	log_info("devportal", "%s API key %s issued for application %s by %s", kt, jti, a.id,
@@ -266,7 +266,7 @@ static void h_revoke(http_req *r)
 	const char *why = NULL;
 	apim_rc rc = km_jwt_verify(r->ctx, key, r->ctx->cfg->keymanager_leeway, &claims, &why);
 	if (rc == APIM_EUNAVAIL) {
-		devportal_app_store_error(r, rc, "signing keys");
+		http_reply_store_error(r, rc, "signing keys");
 		return;
 	}
 	if (rc != APIM_OK) {
@@ -299,7 +299,7 @@ static void h_revoke(http_req *r)
 	if (rc == APIM_OK)
 		rc = store_application_apikey_revoke(r->ctx->apimgt, jti, apim_now_ms());
 	if (rc != APIM_OK) {
-		devportal_app_store_error(r, rc, "API key");
+		http_reply_store_error(r, rc, "API key");
 		goto out;
 	}
 	log_info("devportal", "API key %s of application %s revoked by %s", jti, a.id,

@@ -44,27 +44,6 @@ int devportal_app_visible(const principal *who, const char *owner)
 	return principal_is_admin(who) || strcmp(who->username, owner) == 0;
 }
 
-void devportal_app_store_error(http_req *r, apim_rc rc, const char *what)
-{
-	switch (rc) {
-	case APIM_ENOTFOUND:
-		http_reply_error(r, 404, "%s not found", what);
-		break;
-	case APIM_ECONFLICT:
-		http_reply_error(r, 409, "%s conflicts with an existing one (changed concurrently?); "
-					 "reload and retry",
-				 what);
-		break;
-	case APIM_EUNAVAIL:
-		http_reply_error(r, 503, "The database is unavailable; retry shortly");
-		break;
-	default:
-		http_reply_error(r, apim_rc_http_status(rc) >= 500 ? apim_rc_http_status(rc) : 500,
-				 "Storing or reading the %s failed (%s); see the server log", what,
-				 apim_strerror(rc));
-		break;
-	}
-}
 
 int devportal_app_load(http_req *r, const char *id, store_application *out)
 {
@@ -80,7 +59,7 @@ int devportal_app_load(http_req *r, const char *id, store_application *out)
 		return -1;
 	}
 	if (rc != APIM_OK) {
-		devportal_app_store_error(r, rc, "application");
+		http_reply_store_error(r, rc, "application");
 		return -1;
 	}
 	return 0;
@@ -238,7 +217,7 @@ static int app_parse(http_req *r, json_t *in, store_application *a)
 	int exists = 0;
 	apim_rc rc = admin_policy_exists(r->ctx, "application", tier, &exists);
 	if (rc != APIM_OK) {
-		devportal_app_store_error(r, rc, "throttling policy");
+		http_reply_store_error(r, rc, "throttling policy");
 		return -1;
 	}
 	if (!exists) {
@@ -386,7 +365,7 @@ static void h_list(http_req *r)
 	size_t n = 0;
 	apim_rc rc = store_application_list(r->ctx->apimgt, r->pool, &q, &apps, &n, &total);
 	if (rc != APIM_OK) {
-		devportal_app_store_error(r, rc, "applications");
+		http_reply_store_error(r, rc, "applications");
 		return;
 	}
 	json_t *list = json_array();
@@ -423,7 +402,7 @@ static void h_create(http_req *r)
 						 "%s; choose another name",
 					 a.name, a.owner);
 		else
-			devportal_app_store_error(r, rc, "application");
+			http_reply_store_error(r, rc, "application");
 		return;
 	}
 	log_info("devportal", "application %s (\"%s\") created by %s", a.id, a.name, a.owner);
@@ -471,7 +450,7 @@ static void h_update(http_req *r)
 						 "%s; choose another name",
 					 a.name, a.owner);
 		else
-			devportal_app_store_error(r, rc, "application");
+			http_reply_store_error(r, rc, "application");
 		return;
 	}
 	if (strcmp(cur.name, a.name) != 0)
@@ -524,7 +503,7 @@ static void h_delete(http_req *r)
 		rc = db_commit(d);
 	if (rc != APIM_OK) {
 		db_rollback(d);
-		devportal_app_store_error(r, rc, "application");
+		http_reply_store_error(r, rc, "application");
 		return;
 	}
 	log_info("devportal", "application %s (\"%s\" of %s) deleted by %s with %zu "

@@ -51,8 +51,6 @@
 int devportal_app_load(http_req *r, const char *id, store_application *out);
 /* 1 when the caller may see applications of owner. */
 int devportal_app_visible(const principal *who, const char *owner);
-/* Answers a storage failure: 404 "<what> not found", 409, 503 or 500. */
-void devportal_app_store_error(http_req *r, apim_rc rc, const char *what);
 /* Compact JSON text of v from pool. */
 char *devportal_app_json_text(arena *pool, const json_t *v);
 /* ms since the epoch as the decimal string the reference uses. */

@@ -90,24 +90,6 @@ int devportal_api_visible(const principal *who, json_t *api)
 
 /* ---------- helpers ---------- */
 
-void devportal_discovery_store_error(http_req *r, apim_rc rc, const char *what)
-{
-	switch (rc) {
-	case APIM_ENOTFOUND:
-		http_reply_error(r, 404, "%s not found", what);
-		break;
-	case APIM_ECONFLICT:
-		http_reply_error(r, 409, "%s conflicts with an existing one; reload and retry", what);
-		break;
-	case APIM_EUNAVAIL:
-		http_reply_error(r, 503, "The database is unavailable; retry shortly");
-		break;
-	default:
-		http_reply_error(r, 500, "Reading or storing the %s failed (%s); see the server log",
-				 what, apim_strerror(rc));
-		break;
-	}
-}
 
 /*
  * Loads the API and its rendered document (*doc, new reference) when the
@@ -126,7 +108,7 @@ static int dp_load(http_req *r, const char *id, store_api *a, json_t **doc)
 		return -1;
 	}
 	if (rc != APIM_OK) {
-		devportal_discovery_store_error(r, rc, "API");
+		http_reply_store_error(r, rc, "API");
 		return -1;
 	}
 	json_t *d = publisher_api_render(a);
@@ -590,7 +572,7 @@ static int dp_visible_apis(http_req *r, const dp_search *s, store_api **apis, js
 	apim_rc rc = store_api_list_in_status(r->ctx->apimgt, r->pool, &s->q, dp_states, DP_NSTATES,
 					      DP_SCAN_MAX, &all, &nall);
 	if (rc != APIM_OK) {
-		devportal_discovery_store_error(r, rc, "APIs");
+		http_reply_store_error(r, rc, "APIs");
 		return -1;
 	}
 	*apis = arena_alloc(r->pool, (nall + 1) * sizeof(store_api));
@@ -743,7 +725,7 @@ static void h_docs_list(http_req *r)
 	apim_rc rc = store_document_list(r->ctx->shared, r->pool, a.id, 0, DP_SCAN_MAX, &docs, &n,
 					 &total);
 	if (rc != APIM_OK) {
-		devportal_discovery_store_error(r, rc, "documents");
+		http_reply_store_error(r, rc, "documents");
 		return;
 	}
 	json_t *list = json_array();
@@ -774,7 +756,7 @@ static int dp_load_doc(http_req *r, store_api *a, store_document *d)
 		return -1;
 	}
 	if (rc != APIM_OK) {
-		devportal_discovery_store_error(r, rc, "document");
+		http_reply_store_error(r, rc, "document");
 		return -1;
 	}
 	return 0;
@@ -993,7 +975,7 @@ static void h_policies_list(http_req *r)
 	apim_rc rc = store_policy_list(r->ctx->apimgt, r->pool, level, 0, DP_SCAN_MAX, &ps, &n,
 				       &total);
 	if (rc != APIM_OK) {
-		devportal_discovery_store_error(r, rc, "throttling policies");
+		http_reply_store_error(r, rc, "throttling policies");
 		return;
 	}
 	json_t *list = json_array();
@@ -1031,7 +1013,7 @@ static void h_policy_get(http_req *r)
 	}
 	if (rc != APIM_OK) {
 		json_decref(doc);
-		devportal_discovery_store_error(r, rc, "throttling policy");
+		http_reply_store_error(r, rc, "throttling policy");
 		return;
 	}
 	json_t *o = dp_policy_json(level, doc);
@@ -1060,7 +1042,7 @@ static void h_api_policies(http_req *r)
 		if (rc != APIM_OK) {
 			json_decref(out);
 			json_decref(doc);
-			devportal_discovery_store_error(r, rc, "throttling policies");
+			http_reply_store_error(r, rc, "throttling policies");
 			return;
 		}
 		json_t *pd = publisher_json_parse(p.doc);

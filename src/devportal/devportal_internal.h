@@ -47,8 +47,6 @@ int devportal_api_visible(const principal *who, json_t *api);
  * (the same for unknown and invisible APIs) or 503/500 and returns -1.
  */
 int devportal_discovery_load_api(http_req *r, const char *id, store_api *out);
-/* Answers a storage failure: 404 naming what, 409, 503 or 500. */
-void devportal_discovery_store_error(http_req *r, apim_rc rc, const char *what);
 
 /* devportal_signup.c: POST /api/identity/user/v1.0/me. */
 void devportal_signup_routes(http_server *s);

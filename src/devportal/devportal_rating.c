@@ -84,7 +84,7 @@ static void h_ratings_list(http_req *r)
 			rc = APIM_OK;
 	}
 	if (rc != APIM_OK) {
-		devportal_discovery_store_error(r, rc, "ratings");
+		http_reply_store_error(r, rc, "ratings");
 		return;
 	}
 	json_t *list = json_array();
@@ -112,7 +112,7 @@ static void h_user_rating_get(http_req *r)
 		return;
 	}
 	if (rc != APIM_OK) {
-		devportal_discovery_store_error(r, rc, "rating");
+		http_reply_store_error(r, rc, "rating");
 		return;
 	}
 	http_reply_json(r, 200, rating_json(&rt));
@@ -135,7 +135,7 @@ static void h_user_rating_put(http_req *r)
 	apim_rc rc = store_rating_put(r->ctx->shared, r->pool, a.id, r->who->username,
 				      (int)json_integer_value(v), &rt);
 	if (rc != APIM_OK) {
-		devportal_discovery_store_error(r, rc, "rating");
+		http_reply_store_error(r, rc, "rating");
 		return;
 	}
 	http_reply_json(r, 200, rating_json(&rt));
@@ -152,7 +152,7 @@ static void h_user_rating_delete(http_req *r)
 		return;
 	}
 	if (rc != APIM_OK) {
-		devportal_discovery_store_error(r, rc, "rating");
+		http_reply_store_error(r, rc, "rating");
 		return;
 	}
 	http_reply_empty(r, 200);
@@ -240,7 +240,7 @@ static int comment_load(http_req *r, const store_api *a, store_comment *c)
 		return -1;
 	}
 	if (rc != APIM_OK) {
-		devportal_discovery_store_error(r, rc, "comment");
+		http_reply_store_error(r, rc, "comment");
 		return -1;
 	}
 	return 0;
@@ -322,7 +322,7 @@ static void h_comments_list(http_req *r)
 	apim_rc rc = store_comment_list(r->ctx->shared, r->pool, a.id, NULL, offset, limit, &cs, &n,
 					&total);
 	if (rc != APIM_OK) {
-		devportal_discovery_store_error(r, rc, "comments");
+		http_reply_store_error(r, rc, "comments");
 		return;
 	}
 	json_t *list = json_array();
@@ -350,7 +350,7 @@ static void h_comment_replies(http_req *r)
 	apim_rc rc = store_comment_list(r->ctx->shared, r->pool, a.id, c.id, offset, limit, &cs, &n,
 					&total);
 	if (rc != APIM_OK) {
-		devportal_discovery_store_error(r, rc, "comments");
+		http_reply_store_error(r, rc, "comments");
 		return;
 	}
 	json_t *list = json_array();
@@ -400,7 +400,7 @@ static void h_comment_create(http_req *r)
 			return;
 		}
 		if (rc != APIM_OK) {
-			devportal_discovery_store_error(r, rc, "comment");
+			http_reply_store_error(r, rc, "comment");
 			return;
 		}
 		if (parent.parent_id != NULL) {
@@ -418,7 +418,7 @@ static void h_comment_create(http_req *r)
 	c.created_ms = c.updated_ms = apim_now_ms();
 	apim_rc rc = store_comment_insert(r->ctx->shared, &c);
 	if (rc != APIM_OK) {
-		devportal_discovery_store_error(r, rc, "comment");
+		http_reply_store_error(r, rc, "comment");
 		return;
 	}
 	http_set_header(r, "Location",
@@ -447,7 +447,7 @@ static void h_comment_update(http_req *r)
 	c.updated_ms = apim_now_ms();
 	apim_rc rc = store_comment_update(r->ctx->shared, &c);
 	if (rc != APIM_OK) {
-		devportal_discovery_store_error(r, rc, "comment");
+		http_reply_store_error(r, rc, "comment");
 		return;
 	}
 	http_reply_json(r, 200, comment_json(r, &c, 0));
@@ -468,7 +468,7 @@ static void h_comment_delete(http_req *r)
 	}
 	apim_rc rc = store_comment_delete(r->ctx->shared, a.id, c.id);
 	if (rc != APIM_OK) {
-		devportal_discovery_store_error(r, rc, "comment");
+		http_reply_store_error(r, rc, "comment");
 		return;
 	}
 	http_reply_empty(r, 200);

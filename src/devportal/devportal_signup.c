@@ -172,7 +172,7 @@ static void h_signup(http_req *r)
 	}
 	if (rc != APIM_OK) {
 		log_error("devportal", "sign-up of '%s' failed: %s", username, apim_strerror(rc));
-		devportal_discovery_store_error(r, rc == APIM_EINVAL ? APIM_EINTERNAL : rc, "user");
+		http_reply_store_error(r, rc == APIM_EINVAL ? APIM_EINTERNAL : rc, "user");
 		return;
 	}
 	log_info("devportal", "user '%s' signed up", out.username);

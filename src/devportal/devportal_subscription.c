@@ -54,7 +54,7 @@ static int load_api(http_req *r, const char *id, store_api *api, json_t **doc)
 	}
 	apim_rc rc = store_api_get(r->ctx->apimgt, r->pool, id, api);
 	if (rc != APIM_OK && rc != APIM_ENOTFOUND) {
-		devportal_app_store_error(r, rc, "API");
+		http_reply_store_error(r, rc, "API");
 		return -1;
 	}
 	json_t *d = rc == APIM_OK && api->doc ? json_loads(api->doc, 0, NULL) : NULL;
@@ -145,7 +145,7 @@ static int load_sub(http_req *r, store_subscription *s)
 		return -1;
 	}
 	if (rc != APIM_OK) {
-		devportal_app_store_error(r, rc, "subscription");
+		http_reply_store_error(r, rc, "subscription");
 		return -1;
 	}
 	return 0;
@@ -202,7 +202,7 @@ static int sub_check(http_req *r, json_t *in, sub_req *q)
 		return -1;
 	}
 	if (rc != APIM_ENOTFOUND) {
-		devportal_app_store_error(r, rc, "subscription");
+		http_reply_store_error(r, rc, "subscription");
 		return -1;
 	}
 	q->tier = arena_strdup(r->pool, q->tier);
@@ -245,7 +245,7 @@ static int sub_insert(http_req *r, sub_req *qs, size_t n, store_subscription *ou
 		else if (rc == APIM_ENOTFOUND)
 			http_reply_error(r, 404, "The application was deleted meanwhile");
 		else
-			devportal_app_store_error(r, rc, "subscription");
+			http_reply_store_error(r, rc, "subscription");
 		return -1;
 	}
 	for (size_t i = 0; i < n; i++)
@@ -336,7 +336,7 @@ static void h_list(http_req *r)
 	apim_rc rc = store_subscription_search(r->ctx->apimgt, r->pool, api_id, app_id, owner,
 					       offset, limit, &subs, &n, &total);
 	if (rc != APIM_OK) {
-		devportal_app_store_error(r, rc, "subscriptions");
+		http_reply_store_error(r, rc, "subscriptions");
 		return;
 	}
 	json_t *list = json_array();
@@ -418,7 +418,7 @@ static void h_update(http_req *r)
 		rc = db_commit(d);
 	if (rc != APIM_OK) {
 		db_rollback(d);
-		devportal_app_store_error(r, rc, "subscription");
+		http_reply_store_error(r, rc, "subscription");
 		return;
 	}
 	log_info("devportal", "subscription %s tier %s -> %s by %s", s.id, s.tier, tier,
@@ -453,7 +453,7 @@ static void h_delete(http_req *r)
 		rc = db_commit(d);
 	if (rc != APIM_OK) {
 		db_rollback(d);
-		devportal_app_store_error(r, rc, "subscription");
+		http_reply_store_error(r, rc, "subscription");
 		return;
 	}
 	log_info("devportal", "subscription %s (application %s, API %s) removed by %s", s.id,

@@ -301,6 +301,27 @@ void http_reply_rc(http_req *r, apim_rc rc, const char *fmt, ...)
 	va_end(ap);
 }
 
+void http_reply_store_error(http_req *r, apim_rc rc, const char *what)
+{
+	switch (rc) {
+	case APIM_ENOTFOUND:
+		http_reply_error(r, 404, "%s not found", what);
+		break;
+	case APIM_ECONFLICT:
+		http_reply_error(r, 409, "%s conflicts with an existing one (changed concurrently?); "
+				 "reload and retry", what);
+		break;
+	case APIM_EUNAVAIL:
+		http_reply_error(r, 503, "The database is unavailable; retry shortly");
+		break;
+	default:
+		http_reply_error(r, apim_rc_http_status(rc) >= 500 ? apim_rc_http_status(rc) : 500,
+				 "Storing or reading the %s failed (%s); see the server log", what,
+				 apim_strerror(rc));
+		break;
+	}
+}
+
 void http_reply_list(http_req *r, json_t *list, int64_t total, int64_t limit, int64_t offset)
 {
 	json_t *pag = json_object();

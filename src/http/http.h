@@ -129,6 +129,9 @@ void http_reply_error(http_req *r, int status, const char *fmt, ...)
 /* Same, the status taken from rc (apim_rc_http_status). */
 void http_reply_rc(http_req *r, apim_rc rc, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+/* The answer to a failed store call about `what` ("API", "Application"...):
+ * 404, 409, 503 or 500 with a description. */
+void http_reply_store_error(http_req *r, apim_rc rc, const char *what);
 void http_set_header(http_req *r, const char *name, const char *value);
 int http_replied(http_req *r);
 

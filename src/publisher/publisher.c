@@ -58,27 +58,6 @@ apim_rc publisher_environment_usage(apim_ctx *ctx, const char *name, int64_t *co
 
 /* ---------- helpers ---------- */
 
-void publisher_reply_store_error(http_req *r, apim_rc rc, const char *what)
-{
-	switch (rc) {
-	case APIM_ENOTFOUND:
-		http_reply_error(r, 404, "%s not found", what);
-		break;
-	case APIM_ECONFLICT:
-		http_reply_error(r, 409, "%s conflicts with an existing one (changed concurrently?); "
-					 "reload and retry",
-				 what);
-		break;
-	case APIM_EUNAVAIL:
-		http_reply_error(r, 503, "The database is unavailable; retry shortly");
-		break;
-	default:
-		http_reply_error(r, apim_rc_http_status(rc) >= 500 ? apim_rc_http_status(rc) : 500,
-				 "Storing or reading the %s failed (%s); see the server log", what,
-				 apim_strerror(rc));
-		break;
-	}
-}
 
 int publisher_load_api(http_req *r, const char *id, store_api *out)
 {
@@ -92,7 +71,7 @@ int publisher_load_api(http_req *r, const char *id, store_api *out)
 		return -1;
 	}
 	if (rc != APIM_OK) {
-		publisher_reply_store_error(r, rc, "API");
+		http_reply_store_error(r, rc, "API");
 		return -1;
 	}
 	return 0;

@@ -86,7 +86,7 @@ int publisher_api_check_policies(http_req *r, const json_t *doc, store_policy_re
 		int exists = 0;
 		apim_rc rc = admin_policy_exists(r->ctx, (*refs)[i].level, (*refs)[i].name, &exists);
 		if (rc != APIM_OK) {
-			publisher_reply_store_error(r, rc, "rate-limit policy");
+			http_reply_store_error(r, rc, "rate-limit policy");
 			return -1;
 		}
 		if (exists)
@@ -204,7 +204,7 @@ static void create_doc(http_req *r, json_t *doc, const char *swagger, const char
 			http_reply_error(r, 409, "API %s %s (context %s) already exists", a.name,
 					 a.version, a.full_context);
 		else
-			publisher_reply_store_error(r, rc, "API");
+			http_reply_store_error(r, rc, "API");
 		return;
 	}
 	log_info("publisher", "API %s created: %s %s at %s by %s", a.id, a.name, a.version,
@@ -262,7 +262,7 @@ int publisher_api_save(http_req *r, store_api *a, json_t *doc, const char *swagg
 		rc = db_commit(d);
 	if (rc != APIM_OK) {
 		db_rollback(d);
-		publisher_reply_store_error(r, rc, "API");
+		http_reply_store_error(r, rc, "API");
 		goto out;
 	}
 	rcode = 0;
@@ -374,7 +374,7 @@ static void h_list(http_req *r)
 	int64_t total;
 	apim_rc rc = store_api_list(r->ctx->apimgt, r->pool, &q, &apis, &n, &total);
 	if (rc != APIM_OK) {
-		publisher_reply_store_error(r, rc, "APIs");
+		http_reply_store_error(r, rc, "APIs");
 		return;
 	}
 	json_t *list = json_array();
@@ -459,7 +459,7 @@ static void h_delete(http_req *r)
 		rc = db_commit(d);
 	if (rc != APIM_OK) {
 		db_rollback(d);
-		publisher_reply_store_error(r, rc, "API");
+		http_reply_store_error(r, rc, "API");
 		return;
 	}
 	publisher_document_delete_all(r, a.id);

@@ -203,7 +203,7 @@ static int load_doc(http_req *r, const store_api *a, store_document *d)
 		return -1;
 	}
 	if (rc != APIM_OK) {
-		publisher_reply_store_error(r, rc, "document");
+		http_reply_store_error(r, rc, "document");
 		return -1;
 	}
 	return 0;
@@ -220,7 +220,7 @@ static void h_list(http_req *r)
 	apim_rc rc = store_document_list(r->ctx->shared, r->pool, a.id, offset, limit, &docs, &n,
 					 &total);
 	if (rc != APIM_OK) {
-		publisher_reply_store_error(r, rc, "documents");
+		http_reply_store_error(r, rc, "documents");
 		return;
 	}
 	json_t *list = json_array();
@@ -253,7 +253,7 @@ static void h_create(http_req *r)
 		return;
 	}
 	if (rc != APIM_OK) {
-		publisher_reply_store_error(r, rc, "document");
+		http_reply_store_error(r, rc, "document");
 		return;
 	}
 	http_set_header(r, "Location",
@@ -288,7 +288,7 @@ static void h_update(http_req *r)
 	d.updated_ms = apim_now_ms();
 	apim_rc rc = store_document_update(r->ctx->shared, &d);
 	if (rc != APIM_OK) {
-		publisher_reply_store_error(r, rc, "document");
+		http_reply_store_error(r, rc, "document");
 		return;
 	}
 	http_reply_json(r, 200, doc_json(&d, 1));
@@ -302,7 +302,7 @@ static void h_delete(http_req *r)
 		return;
 	apim_rc rc = store_document_delete(r->ctx->shared, a.id, d.id);
 	if (rc != APIM_OK) {
-		publisher_reply_store_error(r, rc, "document");
+		http_reply_store_error(r, rc, "document");
 		return;
 	}
 	http_reply_empty(r, 200);
@@ -452,7 +452,7 @@ static void h_add_content(http_req *r)
 	d.updated_ms = apim_now_ms();
 	apim_rc rc = store_document_update(r->ctx->shared, &d);
 	if (rc != APIM_OK) {
-		publisher_reply_store_error(r, rc, "document");
+		http_reply_store_error(r, rc, "document");
 		return;
 	}
 	http_set_header(r, "Location",

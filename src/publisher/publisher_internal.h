@@ -41,9 +41,6 @@
 
 /* ---------- publisher.c: request helpers ---------- */
 
-/* Answers a storage failure: 404 "<what> ... not found" for ENOTFOUND, 409
- * for ECONFLICT, 503 when the database is unreachable, 500 otherwise. */
-void publisher_reply_store_error(http_req *r, apim_rc rc, const char *what);
 /* Loads the API; on failure answers (404 naming the id) and returns -1. */
 int publisher_load_api(http_req *r, const char *id, store_api *out);
 /*

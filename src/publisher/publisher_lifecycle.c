@@ -318,7 +318,7 @@ static void h_change_lifecycle(http_req *r)
 	return;
 fail:
 	db_rollback(d);
-	publisher_reply_store_error(r, rc, "API");
+	http_reply_store_error(r, rc, "API");
 }
 
 static const http_route lifecycle_routes[] = {

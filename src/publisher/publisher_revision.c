@@ -59,7 +59,7 @@ static void reply_revisions(http_req *r, const char *api_id, int deployed)
 	if (rc == APIM_OK)
 		rc = store_deployment_list(d, r->pool, api_id, NULL, &deps, &ndeps);
 	if (rc != APIM_OK) {
-		publisher_reply_store_error(r, rc, "revisions");
+		http_reply_store_error(r, rc, "revisions");
 		return;
 	}
 	json_t *list = json_array();
@@ -187,7 +187,7 @@ static void h_create(http_req *r)
 		rc = db_commit(d);
 	if (rc != APIM_OK) {
 		db_rollback(d);
-		publisher_reply_store_error(r, rc, "revision");
+		http_reply_store_error(r, rc, "revision");
 		return;
 	}
 	log_info("publisher", "API %s: revision %" PRId64 " (%s) created by %s", a.id, rv.number,
@@ -210,7 +210,7 @@ static int load_revision(http_req *r, const store_api *a, const char *id, store_
 		return -1;
 	}
 	if (rc != APIM_OK) {
-		publisher_reply_store_error(r, rc, "revision");
+		http_reply_store_error(r, rc, "revision");
 		return -1;
 	}
 	return 0;
@@ -227,7 +227,7 @@ static void h_get(http_req *r)
 		return;
 	apim_rc rc = store_deployment_list(r->ctx->apimgt, r->pool, a.id, rv.id, &deps, &ndeps);
 	if (rc != APIM_OK) {
-		publisher_reply_store_error(r, rc, "deployments");
+		http_reply_store_error(r, rc, "deployments");
 		return;
 	}
 	http_reply_json(r, 200, revision_json(&rv, deps, ndeps));
@@ -261,7 +261,7 @@ static void h_delete(http_req *r)
 		rc = db_commit(d);
 	if (rc != APIM_OK) {
 		db_rollback(d);
-		publisher_reply_store_error(r, rc, "revision");
+		http_reply_store_error(r, rc, "revision");
 		return;
 	}
 	reply_revisions(r, a.id, -1);
@@ -421,7 +421,7 @@ static void h_deploy(http_req *r)
 		int exists = 0;
 		apim_rc rc = admin_environment_exists(r->ctx, reqs[i].name, &exists);
 		if (rc != APIM_OK) {
-			publisher_reply_store_error(r, rc, "gateway environment");
+			http_reply_store_error(r, rc, "gateway environment");
 			return;
 		}
 		if (!exists) {
@@ -454,7 +454,7 @@ static void h_deploy(http_req *r)
 	if (rc != APIM_OK) {
 		db_rollback(d);
 		json_decref(out);
-		publisher_reply_store_error(r, rc, "deployment");
+		http_reply_store_error(r, rc, "deployment");
 		return;
 	}
 	for (size_t i = 0; i < n; i++)
@@ -494,7 +494,7 @@ static void h_undeploy(http_req *r)
 			return;
 		}
 		if (rc != APIM_OK) {
-			publisher_reply_store_error(r, rc, "revision");
+			http_reply_store_error(r, rc, "revision");
 			return;
 		}
 	} else if (load_revision(r, &a, rid, &rv) != 0) {
@@ -506,7 +506,7 @@ static void h_undeploy(http_req *r)
 	size_t ndeps = 0;
 	apim_rc rc = store_deployment_list(d, r->pool, a.id, rv.id, &deps, &ndeps);
 	if (rc != APIM_OK) {
-		publisher_reply_store_error(r, rc, "deployments");
+		http_reply_store_error(r, rc, "deployments");
 		return;
 	}
 	if (all) {
@@ -555,7 +555,7 @@ static void h_undeploy(http_req *r)
 		if (rc == APIM_ENOTFOUND)
 			http_reply_error(r, 409, "The deployment changed meanwhile; reload and retry");
 		else
-			publisher_reply_store_error(r, rc, "deployment");
+			http_reply_store_error(r, rc, "deployment");
 		return;
 	}
 	for (size_t i = 0; i < n; i++)
@@ -563,7 +563,7 @@ static void h_undeploy(http_req *r)
 			 rv.number, reqs[i].name, r->who ? r->who->username : "?");
 	rc = store_deployment_list(d, r->pool, a.id, NULL, &deps, &ndeps);
 	if (rc != APIM_OK) {
-		publisher_reply_store_error(r, rc, "deployments");
+		http_reply_store_error(r, rc, "deployments");
 		return;
 	}
 	json_t *out = json_array();
@@ -581,7 +581,7 @@ static void h_deployments(http_req *r)
 		return;
 	apim_rc rc = store_deployment_list(r->ctx->apimgt, r->pool, a.id, NULL, &deps, &n);
 	if (rc != APIM_OK) {
-		publisher_reply_store_error(r, rc, "deployments");
+		http_reply_store_error(r, rc, "deployments");
 		return;
 	}
 	json_t *out = json_array();

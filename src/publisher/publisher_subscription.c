@@ -44,7 +44,7 @@ static void h_list(http_req *r)
 	apim_rc rc = store_subscription_list(r->ctx->apimgt, r->pool, api_id, offset, limit, &subs,
 					     &n, &total);
 	if (rc != APIM_OK) {
-		publisher_reply_store_error(r, rc, "subscriptions");
+		http_reply_store_error(r, rc, "subscriptions");
 		return;
 	}
 	json_t *list = json_array();
@@ -94,7 +94,7 @@ static void set_status(http_req *r, const char *status, const char *action)
 		rc = db_commit(d);
 	if (rc != APIM_OK) {
 		db_rollback(d);
-		publisher_reply_store_error(r, rc, "subscription");
+		http_reply_store_error(r, rc, "subscription");
 		return;
 	}
 	if (changed)
