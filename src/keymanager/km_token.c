@@ -58,8 +58,9 @@
 /* Expired rows stay this long: the largest keymanager.leeway allowed. */
 #define PURGE_MARGIN_MS (600 * 1000)
 #define REFRESH_BYTES 32
-/* write-behind batches: rows per INSERT (7 parameters each: under
- * SQLite's historical limit of 999), and the longest a row waits */
+/* write-behind batches: rows per transaction, and the longest a row
+ * waits (INSERTs take at most 32 rows: 224 parameters, under SQLite's
+ * historical limit of 999) */
 #define BATCH_MAX 128
 #define FLUSH_MS 5
 /* past this many queued rows (database down), new rows are written
@@ -311,8 +312,8 @@ static const char tok_row_cols[] =
 	" refresh_hash, refresh_expires_ms, state, family) VALUES ";
 static const char tok_row_values[] = "(?, ?, ?, ?, ?, ?, NULL, NULL, 'ACTIVE', ?)";
 
-/* Inserts n rows in one statement and transaction. */
-static apim_rc tok_rows_insert(db *d, tok_row *const *rows, size_t n)
+/* Inserts n rows with one multi-row INSERT (n <= BATCH_MAX). */
+static apim_rc tok_rows_insert_one(db *d, tok_row *const *rows, size_t n)
 {
 	size_t len = sizeof(tok_row_cols) + n * (sizeof(tok_row_values) + 2);
 	char *sql = malloc(len);
@@ -331,16 +332,37 @@ static apim_rc tok_rows_insert(db *d, tok_row *const *rows, size_t n)
 		memcpy(args + i * ROW_COLS, rows[i]->v, sizeof(rows[i]->v));
 	}
 	sql[o] = '\0';
-	rc = db_begin(d);
-	if (rc == APIM_OK)
-		rc = db_exec(d, NULL, sql, n * ROW_COLS, args);
-	if (rc == APIM_OK)
-		rc = db_commit(d);
-	else
-		db_rollback(d);
+	rc = db_exec(d, NULL, sql, n * ROW_COLS, args);
 out:
 	free(sql);
 	free(args);
+	return rc;
+}
+
+/* Inserts n rows in chunks of a few fixed sizes, so that the statements
+ * repeat (cheaper to parse, cacheable). */
+static apim_rc tok_rows_insert_chunks(db *d, tok_row *const *rows, size_t n)
+{
+	static const size_t chunks[] = {32, 8, 1};
+	apim_rc rc = APIM_OK;
+	size_t done = 0;
+	for (size_t k = 0; rc == APIM_OK && k < sizeof(chunks) / sizeof(chunks[0]); k++)
+		while (rc == APIM_OK && n - done >= chunks[k]) {
+			rc = tok_rows_insert_one(d, rows + done, chunks[k]);
+			done += chunks[k];
+		}
+	return rc;
+}
+
+/* Inserts n rows in one transaction. */
+static apim_rc tok_rows_insert(db *d, tok_row *const *rows, size_t n)
+{
+	apim_rc rc = db_begin(d);
+	if (rc == APIM_OK)
+		rc = tok_rows_insert_chunks(d, rows, n);
+	if (rc == APIM_OK)
+		return db_commit(d);
+	db_rollback(d);
 	return rc;
 }
 
@@ -448,6 +470,42 @@ static int tok_enqueue(const char *const *v)
 	return 0;
 }
 
+/*
+ * Inside the caller's transaction the writer cannot be waited for (on
+ * SQLite it would wait for the caller's write lock): the caller takes the
+ * queued rows and inserts them itself, in its transaction. A batch the
+ * writer holds at that moment is missed (a window of one batch).
+ */
+static apim_rc tok_flush_in_tx(db *d)
+{
+	pthread_mutex_lock(&tok_q.mu);
+	tok_row *head = tok_q.head;
+	size_t n = tok_q.n;
+	tok_q.head = tok_q.tail = NULL;
+	tok_q.n = 0;
+	pthread_mutex_unlock(&tok_q.mu);
+	if (n == 0)
+		return APIM_OK;
+	tok_row **rows = malloc(n * sizeof(*rows));
+	apim_rc rc = APIM_ENOMEM;
+	size_t i = 0;
+	for (tok_row *r = head; rows != NULL && r != NULL && i < n; r = r->next)
+		rows[i++] = r;
+	if (rows != NULL)
+		rc = tok_rows_insert_chunks(d, rows, n);
+	free(rows);
+	while (head != NULL) {
+		tok_row *next = head->next;
+		free(head);
+		head = next;
+	}
+	pthread_mutex_lock(&tok_q.mu);
+	tok_q.written += n;
+	pthread_cond_broadcast(&tok_q.done);
+	pthread_mutex_unlock(&tok_q.mu);
+	return rc;
+}
+
 /* Waits until every row queued so far is written. */
 static void tok_flush(void)
 {
@@ -519,11 +577,15 @@ static apim_rc tok_revoked_insert(db *d, const char *jti, int64_t exp_ms)
 	return rc;
 }
 
-/* Begins a transaction unless the caller has one open (then joins it). */
+/* Begins a transaction unless the caller has one open (then joins it),
+ * after the queued token rows are written. */
 static apim_rc tok_begin(db *d, int *own)
 {
 	*own = !db_in_tx(d);
-	return *own ? db_begin(d) : APIM_OK;
+	if (!*own)
+		return tok_flush_in_tx(d);
+	tok_flush();
+	return db_begin(d);
 }
 
 static apim_rc tok_end(db *d, int own, apim_rc rc)
@@ -546,7 +608,6 @@ static apim_rc tok_revoke_where(apim_ctx *ctx, const char *column, const char *v
 	snprintf(sql, sizeof(sql),
 		 "UPDATE km_token SET state = 'REVOKED' WHERE %s = ? AND state = 'ACTIVE'"
 		 " RETURNING jti, expires_ms", column);
-	tok_flush();
 	apim_rc rc = tok_begin(d, &own);
 	if (rc != APIM_OK)
 		return rc;
@@ -575,7 +636,6 @@ apim_rc km_token_revoke_jti(apim_ctx *ctx, const char *jti, int64_t exp_s)
 {
 	db *d = ctx->apimgt;
 	int own = 0;
-	tok_flush();
 	apim_rc rc = tok_begin(d, &own);
 	if (rc != APIM_OK)
 		return rc;

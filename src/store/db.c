@@ -41,6 +41,8 @@
 
 typedef struct db_conn db_conn;
 
+#define DB_STMT_CACHE 64
+
 /* One thread's connection to one db. Only the owning thread touches the
  * handles; `open` and `in_tx` are atomics because db_stats reads them from
  * another thread. */
@@ -54,6 +56,12 @@ struct db_conn {
 	uint64_t gen;     /* bumped on every (re)connect */
 	atomic_int open;  /* a handle is open */
 	atomic_int in_tx; /* db_begin done, no commit/rollback yet */
+	/* SQLite prepared statements kept for reuse, by hash of their text:
+	 * parsing was the largest cost of small queries (token endpoint). */
+	struct {
+		char *sql;
+		sqlite3_stmt *st;
+	} stmts[DB_STMT_CACHE];
 };
 
 struct db {
@@ -235,6 +243,13 @@ char *db_like_escape(const char *s)
 /* Closes the engine handle of c (not c itself). */
 static void conn_close_handle(db_conn *c)
 {
+	for (size_t i = 0; i < DB_STMT_CACHE; i++) {
+		if (c->stmts[i].st != NULL)
+			sqlite3_finalize(c->stmts[i].st);
+		free(c->stmts[i].sql);
+		c->stmts[i].st = NULL;
+		c->stmts[i].sql = NULL;
+	}
 	if (c->lite != NULL) {
 		sqlite3_close_v2(c->lite);
 		c->lite = NULL;
@@ -456,6 +471,70 @@ static apim_rc lite_error(db *d, sqlite3 *h, int code, const char *sql)
 	return APIM_EDB;
 }
 
+/* Slot of sql in the statement cache. */
+static size_t stmt_slot(const char *sql)
+{
+	uint32_t h = 2166136261u;
+	for (const char *p = sql; *p; p++)
+		h = (h ^ (unsigned char)*p) * 16777619u;
+	return h % DB_STMT_CACHE;
+}
+
+/* Only whitespace (or nothing) in s. */
+static int all_space(const char *s)
+{
+	while (*s == ' ' || *s == '\n' || *s == '\t' || *s == '\r')
+		s++;
+	return *s == '\0';
+}
+
+/*
+ * Prepares the statement at tail. A whole-string single statement (sql ==
+ * tail) comes from, or goes into, the connection's cache: *cached says so,
+ * and such a statement is reset rather than finalized after use.
+ */
+static int lite_prepare(db_conn *c, const char *sql, const char *tail, sqlite3_stmt **st,
+			const char **next, int *cached)
+{
+	*cached = 0;
+	if (tail == sql) {
+		size_t slot = stmt_slot(sql);
+		if (c->stmts[slot].sql != NULL && strcmp(c->stmts[slot].sql, sql) == 0) {
+			*st = c->stmts[slot].st;
+			*next = sql + strlen(sql);
+			*cached = 1;
+			return SQLITE_OK;
+		}
+		int src = sqlite3_prepare_v3(c->lite, tail, -1, SQLITE_PREPARE_PERSISTENT, st, next);
+		if (src != SQLITE_OK || *st == NULL || !all_space(*next))
+			return src;
+		char *copy = strdup(sql);
+		if (copy == NULL)
+			return SQLITE_OK; /* used once, finalized as usual */
+		if (c->stmts[slot].st != NULL)
+			sqlite3_finalize(c->stmts[slot].st);
+		free(c->stmts[slot].sql);
+		c->stmts[slot].sql = copy;
+		c->stmts[slot].st = *st;
+		*cached = 1;
+		return SQLITE_OK;
+	}
+	return sqlite3_prepare_v2(c->lite, tail, -1, st, next);
+}
+
+/* Done with st: cached statements are reset for the next use. */
+static void lite_release(sqlite3_stmt *st, int cached)
+{
+	if (st == NULL)
+		return;
+	if (cached) {
+		sqlite3_reset(st);
+		sqlite3_clear_bindings(st);
+	} else {
+		sqlite3_finalize(st);
+	}
+}
+
 /*
  * Runs sql on a SQLite handle. Several statements are allowed only without
  * parameters (migrations); the rows returned are the last statement's.
@@ -467,12 +546,12 @@ static apim_rc lite_exec(db *d, db_conn *c, db_res **out, const char *sql, size_
 	db_res *res = NULL;
 	sqlite3_stmt *st = NULL;
 	apim_rc rc = APIM_OK;
-	int nstmt = 0;
+	int nstmt = 0, cached = 0;
 	const char *tail = sql;
 
 	while (*tail != '\0') {
 		const char *next = NULL;
-		int src = sqlite3_prepare_v2(h, tail, -1, &st, &next);
+		int src = lite_prepare(c, sql, tail, &st, &next, &cached);
 		if (src != SQLITE_OK) {
 			rc = lite_error(d, h, src, tail);
 			goto out;
@@ -535,7 +614,7 @@ static apim_rc lite_exec(db *d, db_conn *c, db_res **out, const char *sql, size_
 		/* sqlite3_changes() keeps the last DML's count across SELECTs
 		 * and DDL: only believe it when this statement changed rows. */
 		res->changes = sqlite3_total_changes64(h) != before ? sqlite3_changes64(h) : 0;
-		sqlite3_finalize(st);
+		lite_release(st, cached);
 		st = NULL;
 	}
 	if (out != NULL) {
@@ -549,7 +628,7 @@ static apim_rc lite_exec(db *d, db_conn *c, db_res **out, const char *sql, size_
 		res = NULL;
 	}
 out:
-	sqlite3_finalize(st);
+	lite_release(st, cached);
 	db_res_free(res);
 	return rc;
 }
@@ -905,6 +984,22 @@ apim_rc db_begin(db *d)
 	}
 	apim_rc rc = db_exec(d, NULL, d->dialect == DB_SQLITE ? "BEGIN IMMEDIATE" : "BEGIN",
 			     DB_NOARGS);
+	if (rc == APIM_OK)
+		atomic_store(&c->in_tx, 1);
+	return rc;
+}
+
+apim_rc db_begin_read(db *d)
+{
+	db_conn *c = conn_get(d);
+	if (c == NULL)
+		return APIM_ENOMEM;
+	if (atomic_load(&c->in_tx)) {
+		log_error("db", "%s: db_begin_read inside a transaction", d->name);
+		return APIM_EINTERNAL;
+	}
+	apim_rc rc = db_exec(d, NULL, d->dialect == DB_SQLITE ?
+			     "BEGIN" : "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", DB_NOARGS);
 	if (rc == APIM_OK)
 		atomic_store(&c->in_tx, 1);
 	return rc;

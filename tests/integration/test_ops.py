@@ -144,8 +144,8 @@ class ConfigErrorTest(unittest.TestCase):
                              "server.threads", "between 1 and 256")
 
     def test_unknown_section(self):
-        self.assert_rejected(self.conf("[gateway]\nport = 8243\n"), "[gateway]",
-                             "unknown section [gateway]")
+        self.assert_rejected(self.conf("[mediation]\nport = 8243\n"), "[mediation]",
+                             "unknown section [mediation]")
 
     def test_unquoted_string(self):
         self.assert_rejected(self.conf("[admin]\nusername = root\n"), "username",
