@@ -18,6 +18,8 @@
 #include "common/ctx.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "dataapi/dataapi.h"
+#include "events/events.h"
 #include "http/http.h"
 #include "devportal/devportal.h"
 #include "http/http_ops.h"
@@ -203,6 +205,14 @@ int main(int argc, char **argv)
 		log_error("main", "Key Manager set-up failed");
 		goto out;
 	}
+	if (dataapi_init(&ctx) != APIM_OK) {
+		log_error("main", "gateway credential set-up failed");
+		goto out;
+	}
+	/* the control plane publishes its changes to the event hub; only the
+	 * all-in-one profile starts a local nats-server when none is set */
+	if (events_start(&ctx, strcmp(prof->name, "all-in-one") == 0) != APIM_OK)
+		goto out;
 
 	/* Requests run on pool threads, which inherit this mask: signals are
 	 * taken by sigwait below. Blocked only now, so that a start-up stuck on
@@ -226,6 +236,7 @@ int main(int argc, char **argv)
 		keymanager_routes(http);
 	if (prof->components & C_DEVPORTAL)
 		devportal_routes(http);
+	dataapi_routes(http);
 	if (http_server_start(http) != APIM_OK)
 		goto out;
 
@@ -289,6 +300,7 @@ out:
 		http_server_stop(http);
 		http_server_destroy(http);
 	}
+	events_stop();
 	keymanager_shutdown();
 	auth_shutdown();
 	if (ctx.apimgt)

@@ -77,6 +77,15 @@ static const char *valid_nonempty(const config_key *k, const char *s, int64_t i)
 	return *s ? NULL : "must not be empty";
 }
 
+static const char *valid_nats_url(const config_key *k, const char *s, int64_t i)
+{
+	(void)k;
+	(void)i;
+	if (*s == '\0' || strncmp(s, "nats://", 7) == 0 || strncmp(s, "tls://", 6) == 0)
+		return NULL;
+	return "must be empty or a nats://host:port URL";
+}
+
 static const char *valid_password(const config_key *k, const char *s, int64_t i)
 {
 	(void)k;
@@ -158,6 +167,17 @@ static const config_key config_keys[] = {
 	{"devportal", "self_signup", CFG_BOOL, OFF(devportal_self_signup), "true", 0, 1, NULL,
 	 "Whether anyone may sign up at `/api/identity/user/v1.0/me` (new users get "
 	 "`Internal/subscriber`)."},
+	{"event_hub", "url", CFG_STRING, OFF(event_hub_url), "", 0, 0, valid_nats_url,
+	 "NATS URL of the event hub the control plane publishes changes to "
+	 "(`nats://host:4222`; several servers comma-separated). Empty: none configured "
+	 "(see `start_local`)."},
+	{"event_hub", "start_local", CFG_BOOL, OFF(event_hub_start_local), "true", 0, 1, NULL,
+	 "With an empty `url`, the all-in-one profile starts a local `nats-server` child on "
+	 "127.0.0.1:4222+`server.port_offset` and publishes to it."},
+	{"gateway", "credential", CFG_STRING, OFF(gateway_credential), "", 0, 0, NULL,
+	 "Secret the gateways send in `X-APIM-Gateway-Credential` to read the internal data "
+	 "API (`/internal/data/v1`). Empty: read from, or generated into, "
+	 "`<server.home>/gateway-credential` (mode 0600)."},
 	{"log", "level", CFG_STRING, OFF(log_level), "info", 0, 0, valid_log_level,
 	 "Least severe level written: debug, info, warn, error."},
 	{"log", "format", CFG_STRING, OFF(log_format), "json", 0, 0, valid_log_format,

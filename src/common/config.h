@@ -52,6 +52,11 @@ typedef struct apim_config {
 	int64_t keymanager_leeway;
 	/* [devportal] */
 	int64_t devportal_self_signup;
+	/* [event_hub] */
+	char *event_hub_url;
+	int64_t event_hub_start_local;
+	/* [gateway] */
+	char *gateway_credential;
 	/* [log] */
 	char *log_level;
 	char *log_format;
@@ -59,6 +64,8 @@ typedef struct apim_config {
 
 /* Base port of the control plane before server.port_offset (reference: 9443). */
 #define APIM_CONTROL_PLANE_PORT 9443
+/* Port of the local nats-server the all-in-one profile starts, before the offset. */
+#define APIM_EVENT_HUB_PORT 4222
 
 /*
  * Fills cfg with defaults, then the file at path (NULL: no file), then the

@@ -66,6 +66,10 @@ void db_res_free(db_res *r);
  * call when nothing is open).
  */
 apim_rc db_begin(db *d);
+/* A read-only transaction whose reads all see one snapshot: PostgreSQL
+ * REPEATABLE READ; SQLite a deferred BEGIN (WAL: the snapshot is taken at
+ * the first read, and no write lock is held). End it with db_rollback. */
+apim_rc db_begin_read(db *d);
 apim_rc db_commit(db *d);
 void db_rollback(db *d);
 int db_in_tx(db *d);

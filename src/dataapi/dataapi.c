@@ -1,0 +1,433 @@
+#include "dataapi/dataapi.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "keymanager/km_keys.h"
+#include "store/db.h"
+
+#define DA_COMP "dataapi"
+#define DA_HEADER "X-APIM-Gateway-Credential"
+#define DA_CRED_MAX 512
+
+/* The credential of this process, set once by dataapi_init. */
+static char da_credential[DA_CRED_MAX + 1];
+
+/* ------------------------------------------------------------ credential */
+
+apim_rc dataapi_init(apim_ctx *ctx)
+{
+	const apim_config *cfg = ctx->cfg;
+	if (*cfg->gateway_credential) {
+		if (strlen(cfg->gateway_credential) > DA_CRED_MAX) {
+			log_error(DA_COMP, "gateway.credential is longer than %d characters",
+				  DA_CRED_MAX);
+			return APIM_ECONFIG;
+		}
+		snprintf(da_credential, sizeof(da_credential), "%s", cfg->gateway_credential);
+		return APIM_OK;
+	}
+	char path[4096], tmp[4200];
+	if (snprintf(path, sizeof(path), "%s/gateway-credential", cfg->server_home) >=
+	    (int)sizeof(path))
+		return APIM_ECONFIG;
+	char *text = NULL;
+	apim_rc rc = apim_read_file(path, 4096, &text, NULL);
+	if (rc == APIM_ENOTFOUND) {
+		/* private file linked into place: two nodes sharing a home agree */
+		char fresh[64];
+		apim_random_token(fresh, 32);
+		size_t n = strlen(fresh);
+		fresh[n] = '\n';
+		snprintf(tmp, sizeof(tmp), "%s.new.%ld", path, (long)getpid());
+		rc = apim_write_file(tmp, fresh, n + 1, 0600);
+		if (rc == APIM_OK) {
+			if (link(tmp, path) == 0)
+				log_info(DA_COMP, "generated the gateway credential into %s (mode 0600)",
+					 path);
+			else if (errno != EEXIST)
+				rc = APIM_EIO;
+			unlink(tmp);
+		}
+		if (rc == APIM_OK)
+			rc = apim_read_file(path, 4096, &text, NULL);
+	}
+	if (rc != APIM_OK) {
+		log_error(DA_COMP, "cannot read or create %s: %s", path, apim_strerror(rc));
+		return rc;
+	}
+	size_t n = strcspn(text, "\r\n");
+	text[n] = '\0';
+	if (n == 0 || n > DA_CRED_MAX) {
+		log_error(DA_COMP, "%s is empty or too long", path);
+		free(text);
+		return APIM_ECONFIG;
+	}
+	snprintf(da_credential, sizeof(da_credential), "%s", text);
+	free(text);
+	return APIM_OK;
+}
+
+/*
+ * 1 when the request carries the gateway credential; otherwise answers 401
+ * and returns 0.
+ */
+static int dataapi_authorized(http_req *r)
+{
+	const char *got = http_header(r, DA_HEADER);
+	if (got != NULL && *da_credential &&
+	    apim_ct_equal(got, strlen(got), da_credential, strlen(da_credential)))
+		return 1;
+	http_set_header(r, "WWW-Authenticate", "APIM-Gateway-Credential");
+	http_reply_error(r, 401, got == NULL ? "The " DA_HEADER " header is missing: gateways "
+					       "send the gateway credential (gateway.credential)"
+					     : "The " DA_HEADER " header does not carry the gateway "
+					       "credential of this control plane");
+	return 0;
+}
+
+/* ------------------------------------------------------------ sections */
+
+/* Parses JSON text into a new reference, or JSON null. */
+static json_t *da_json(const char *text)
+{
+	json_t *v = text != NULL ? json_loads(text, 0, NULL) : NULL;
+	return v != NULL ? v : json_null();
+}
+
+static const char *da_str(const db_res *r, size_t i, size_t c)
+{
+	const char *s = db_res_get(r, i, c);
+	return s != NULL ? s : "";
+}
+
+/* Deployed APIs of label (and id when not NULL): the deployed revision's
+ * document, with the API's current lifecycle state and default flag. */
+static apim_rc da_apis(db *d, const char *label, const char *id, json_t *out)
+{
+	db_res *r = NULL;
+	apim_rc rc = db_exec(d, &r,
+			     "SELECT a.id, v.doc, a.status, a.is_default, d.revision_id, v.rev_number,"
+			     " d.vhost, d.deployed_ms FROM am_deployment d"
+			     " JOIN am_revision v ON v.id = d.revision_id"
+			     " JOIN am_api a ON a.id = d.api_id"
+			     " WHERE d.environment = ? AND (CAST(? AS TEXT) IS NULL OR a.id = ?) ORDER BY a.id",
+			     DB_ARGS(label, id, id));
+	if (rc != APIM_OK)
+		return rc;
+	for (size_t i = 0; i < db_res_rows(r); i++) {
+		json_t *doc = da_json(db_res_get(r, i, 1));
+		if (!json_is_object(doc)) {
+			json_decref(doc);
+			doc = json_object();
+		}
+		json_object_set_new(doc, "id", json_string(da_str(r, i, 0)));
+		json_object_set_new(doc, "lifeCycleStatus", json_string(da_str(r, i, 2)));
+		json_object_set_new(doc, "isDefaultVersion", json_boolean(db_res_int(r, i, 3) != 0));
+		json_object_set_new(doc, "revisionId", json_string(da_str(r, i, 4)));
+		json_object_set_new(doc, "revisionNumber", json_integer(db_res_int(r, i, 5)));
+		json_object_set_new(doc, "vhost", json_string(da_str(r, i, 6)));
+		json_object_set_new(doc, "deployedTime", json_integer(db_res_int(r, i, 7)));
+		json_object_set_new(doc, "gatewayLabel", json_string(label));
+		json_array_append_new(out, doc);
+	}
+	db_res_free(r);
+	return APIM_OK;
+}
+
+static apim_rc da_applications(db *d, const char *id, json_t *out)
+{
+	db_res *r = NULL;
+	apim_rc rc = db_exec(d, &r,
+			     "SELECT id, name, owner, tier, status, token_type FROM am_application"
+			     " WHERE (CAST(? AS TEXT) IS NULL OR id = ?) ORDER BY id",
+			     DB_ARGS(id, id));
+	if (rc != APIM_OK)
+		return rc;
+	for (size_t i = 0; i < db_res_rows(r); i++)
+		json_array_append_new(out, json_pack("{ss ss ss ss ss ss}", "id", da_str(r, i, 0),
+						     "name", da_str(r, i, 1), "owner",
+						     da_str(r, i, 2), "tier", da_str(r, i, 3),
+						     "status", da_str(r, i, 4), "tokenType",
+						     da_str(r, i, 5)));
+	db_res_free(r);
+	return APIM_OK;
+}
+
+static apim_rc da_key_mappings(db *d, const char *consumer_key, json_t *out)
+{
+	db_res *r = NULL;
+	apim_rc rc = db_exec(d, &r,
+			     "SELECT application_id, consumer_key, key_type, key_manager, state"
+			     " FROM am_application_key_mapping WHERE (CAST(? AS TEXT) IS NULL OR consumer_key = ?)"
+			     " ORDER BY application_id, key_type",
+			     DB_ARGS(consumer_key, consumer_key));
+	if (rc != APIM_OK)
+		return rc;
+	for (size_t i = 0; i < db_res_rows(r); i++)
+		json_array_append_new(out, json_pack("{ss ss ss ss ss}", "applicationId",
+						     da_str(r, i, 0), "consumerKey",
+						     da_str(r, i, 1), "keyType", da_str(r, i, 2),
+						     "keyManager", da_str(r, i, 3), "state",
+						     da_str(r, i, 4)));
+	db_res_free(r);
+	return APIM_OK;
+}
+
+static apim_rc da_subscriptions(db *d, const char *api_id, const char *app_id, json_t *out)
+{
+	db_res *r = NULL;
+	apim_rc rc = db_exec(d, &r,
+			     "SELECT id, api_id, application_id, tier, status FROM am_subscription"
+			     " WHERE (CAST(? AS TEXT) IS NULL OR api_id = ?) AND (CAST(? AS TEXT) IS NULL OR application_id = ?)"
+			     " ORDER BY id",
+			     DB_ARGS(api_id, api_id, app_id, app_id));
+	if (rc != APIM_OK)
+		return rc;
+	for (size_t i = 0; i < db_res_rows(r); i++)
+		json_array_append_new(out, json_pack("{ss ss ss ss ss}", "id", da_str(r, i, 0),
+						     "apiId", da_str(r, i, 1), "applicationId",
+						     da_str(r, i, 2), "tier", da_str(r, i, 3),
+						     "status", da_str(r, i, 4)));
+	db_res_free(r);
+	return APIM_OK;
+}
+
+static apim_rc da_policies(db *d, json_t *out)
+{
+	db_res *r = NULL;
+	apim_rc rc = db_exec(d, &r, "SELECT uuid, level, name, doc FROM am_policy"
+				    " ORDER BY level, name", DB_NOARGS);
+	if (rc != APIM_OK)
+		return rc;
+	for (size_t i = 0; i < db_res_rows(r); i++)
+		json_array_append_new(out, json_pack("{ss ss ss so}", "id", da_str(r, i, 0),
+						     "level", da_str(r, i, 1), "name",
+						     da_str(r, i, 2), "doc",
+						     da_json(db_res_get(r, i, 3))));
+	db_res_free(r);
+	return APIM_OK;
+}
+
+static apim_rc da_blocks(db *d, json_t *out)
+{
+	db_res *r = NULL;
+	apim_rc rc = db_exec(d, &r, "SELECT uuid, type, value, enabled FROM am_block_condition"
+				    " ORDER BY uuid", DB_NOARGS);
+	if (rc != APIM_OK)
+		return rc;
+	for (size_t i = 0; i < db_res_rows(r); i++) {
+		/* value is stored as JSON text (a string, or an object for IP ranges) */
+		const char *v = da_str(r, i, 2);
+		json_t *jv = json_loads(v, JSON_DECODE_ANY, NULL);
+		if (jv == NULL)
+			jv = json_string(v);
+		json_array_append_new(out, json_pack("{ss ss so sb}", "conditionId",
+						     da_str(r, i, 0), "conditionType",
+						     da_str(r, i, 1), "conditionValue", jv,
+						     "conditionStatus", db_res_int(r, i, 3) != 0));
+	}
+	db_res_free(r);
+	return APIM_OK;
+}
+
+static apim_rc da_revoked(db *d, json_t *out)
+{
+	db_res *r = NULL;
+	char now[24];
+	snprintf(now, sizeof(now), "%lld", (long long)apim_now_ms());
+	apim_rc rc = db_exec(d, &r, "SELECT jti, expiry_ms FROM am_revoked_jwt"
+				    " WHERE expiry_ms > ? ORDER BY jti", DB_ARGS(now));
+	if (rc != APIM_OK)
+		return rc;
+	for (size_t i = 0; i < db_res_rows(r); i++)
+		json_array_append_new(out, json_pack("{ss sI}", "jti", da_str(r, i, 0), "expiry",
+						     (json_int_t)db_res_int(r, i, 1)));
+	db_res_free(r);
+	return APIM_OK;
+}
+
+static json_t *da_key_managers(apim_ctx *ctx)
+{
+	json_t *jwks = ctx->shared != NULL ? km_keys_jwks(ctx) : NULL;
+	if (jwks == NULL)
+		jwks = json_pack("{s[]}", "keys");
+	return json_pack("[{ss ss ss so}]", "name", "Resident Key Manager", "type", "default",
+			 "issuer", km_issuer(ctx), "jwks", jwks);
+}
+
+/* ------------------------------------------------------------ handlers */
+
+/* Replies to a failed section read. */
+static void da_fail(http_req *r, apim_rc rc)
+{
+	http_reply_rc(r, rc, "The control plane could not read its data: %s", apim_strerror(rc));
+}
+
+static const char *da_label(http_req *r)
+{
+	const char *l = http_query(r, "gatewayLabel");
+	return l != NULL && *l ? l : "Default";
+}
+
+static void h_snapshot(http_req *r)
+{
+	if (!dataapi_authorized(r))
+		return;
+	db *d = r->ctx->apimgt;
+	const char *label = da_label(r);
+	json_t *apis = json_array(), *apps = json_array(), *maps = json_array(),
+	       *subs = json_array(), *pols = json_array(), *blocks = json_array(),
+	       *revoked = json_array();
+	int64_t seq = 0;
+	apim_rc rc = db_begin_read(d);
+	if (rc == APIM_OK)
+		rc = db_change_current(d, &seq);
+	if (rc == APIM_OK)
+		rc = da_apis(d, label, NULL, apis);
+	if (rc == APIM_OK)
+		rc = da_applications(d, NULL, apps);
+	if (rc == APIM_OK)
+		rc = da_key_mappings(d, NULL, maps);
+	if (rc == APIM_OK)
+		rc = da_subscriptions(d, NULL, NULL, subs);
+	if (rc == APIM_OK)
+		rc = da_policies(d, pols);
+	if (rc == APIM_OK)
+		rc = da_blocks(d, blocks);
+	if (rc == APIM_OK)
+		rc = da_revoked(d, revoked);
+	db_rollback(d); /* read only: nothing to commit */
+	if (rc != APIM_OK) {
+		json_decref(apis);
+		json_decref(apps);
+		json_decref(maps);
+		json_decref(subs);
+		json_decref(pols);
+		json_decref(blocks);
+		json_decref(revoked);
+		da_fail(r, rc);
+		return;
+	}
+	json_t *body = json_pack("{sI ss so so so so so so so so}", "seq", (json_int_t)seq,
+				 "gatewayLabel", label, "apis", apis, "applications", apps,
+				 "keyMappings", maps, "subscriptions", subs, "policies", pols,
+				 "blockConditions", blocks, "revokedJwts", revoked, "keyManagers",
+				 da_key_managers(r->ctx));
+	http_reply_json(r, 200, body);
+}
+
+/* {count, list} of one section. */
+static void da_reply_list(http_req *r, apim_rc rc, json_t *list)
+{
+	if (rc != APIM_OK) {
+		json_decref(list);
+		da_fail(r, rc);
+		return;
+	}
+	http_reply_json(r, 200, json_pack("{sI so}", "count", (json_int_t)json_array_size(list),
+					   "list", list));
+}
+
+static void h_apis(http_req *r)
+{
+	if (!dataapi_authorized(r))
+		return;
+	json_t *l = json_array();
+	da_reply_list(r, da_apis(r->ctx->apimgt, da_label(r), http_query(r, "apiId"), l), l);
+}
+
+static void h_applications(http_req *r)
+{
+	if (!dataapi_authorized(r))
+		return;
+	json_t *l = json_array();
+	da_reply_list(r, da_applications(r->ctx->apimgt, http_query(r, "id"), l), l);
+}
+
+static void h_key_mappings(http_req *r)
+{
+	if (!dataapi_authorized(r))
+		return;
+	json_t *l = json_array();
+	da_reply_list(r, da_key_mappings(r->ctx->apimgt, http_query(r, "consumerKey"), l), l);
+}
+
+static void h_subscriptions(http_req *r)
+{
+	if (!dataapi_authorized(r))
+		return;
+	json_t *l = json_array();
+	da_reply_list(r, da_subscriptions(r->ctx->apimgt, http_query(r, "apiId"),
+					  http_query(r, "appId"), l), l);
+}
+
+static void h_policies(http_req *r)
+{
+	if (!dataapi_authorized(r))
+		return;
+	json_t *l = json_array();
+	da_reply_list(r, da_policies(r->ctx->apimgt, l), l);
+}
+
+static void h_block(http_req *r)
+{
+	if (!dataapi_authorized(r))
+		return;
+	json_t *l = json_array();
+	da_reply_list(r, da_blocks(r->ctx->apimgt, l), l);
+}
+
+static void h_revoked(http_req *r)
+{
+	if (!dataapi_authorized(r))
+		return;
+	json_t *l = json_array();
+	da_reply_list(r, da_revoked(r->ctx->apimgt, l), l);
+}
+
+static void h_key_managers(http_req *r)
+{
+	if (!dataapi_authorized(r))
+		return;
+	da_reply_list(r, APIM_OK, da_key_managers(r->ctx));
+}
+
+static void h_sequence(http_req *r)
+{
+	if (!dataapi_authorized(r))
+		return;
+	int64_t seq = 0;
+	apim_rc rc = db_change_current(r->ctx->apimgt, &seq);
+	if (rc != APIM_OK) {
+		da_fail(r, rc);
+		return;
+	}
+	http_reply_json(r, 200, json_pack("{sI}", "seq", (json_int_t)seq));
+}
+
+#define DA_BASE "/internal/data/v1"
+static const http_route dataapi_table[] = {
+	{"GET", DA_BASE "/snapshot", h_snapshot, NULL, HTTP_OWN_AUTH},
+	{"GET", DA_BASE "/sequence", h_sequence, NULL, HTTP_OWN_AUTH},
+	{"GET", DA_BASE "/apis", h_apis, NULL, HTTP_OWN_AUTH},
+	{"GET", DA_BASE "/applications", h_applications, NULL, HTTP_OWN_AUTH},
+	{"GET", DA_BASE "/application-key-mappings", h_key_mappings, NULL, HTTP_OWN_AUTH},
+	{"GET", DA_BASE "/subscriptions", h_subscriptions, NULL, HTTP_OWN_AUTH},
+	{"GET", DA_BASE "/throttling-policies", h_policies, NULL, HTTP_OWN_AUTH},
+	{"GET", DA_BASE "/block", h_block, NULL, HTTP_OWN_AUTH},
+	{"GET", DA_BASE "/revokedjwt", h_revoked, NULL, HTTP_OWN_AUTH},
+	{"GET", DA_BASE "/keymanagers", h_key_managers, NULL, HTTP_OWN_AUTH},
+};
+
+void dataapi_routes(http_server *s)
+{
+	http_server_routes(s, dataapi_table, sizeof(dataapi_table) / sizeof(dataapi_table[0]));
+}

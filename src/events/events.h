@@ -1,0 +1,44 @@
+/*
+ * events.h: the control plane's event hub publisher (NATS).
+ *
+ * A background thread tails am_change_log by sequence number (every 50 ms:
+ * rows with seq > last, in seq order, 500 at a time) and publishes each row
+ * on its subject: apim.notify.<entity_type> (api, application, subscription,
+ * key_mapping, policy, environment, scope, ...), apim.revoke for revoked_jwt
+ * and apim.block for block. Body: {"seq","type","id","action","payload","ts"}.
+ * Every second it publishes {"seq", "ts"} on apim.notify.heartbeat, seq being
+ * the last change published (the current sequence once caught up), so that
+ * a gateway whose own seq is lower knows it lost a message and resyncs
+ * (the snapshot of the internal data API, or per-entity fetches).
+ *
+ * Why tail the committed log instead of publishing from each handler: a row
+ * exists only once its transaction committed, so every committed change is
+ * published, in seq order, and nothing rolled back ever is. The position
+ * advances only after the NATS server acknowledged the batch (a flush
+ * round-trip), so a NATS outage loses nothing: the thread reconnects forever
+ * and republishes from the last acknowledged seq. Several control-plane
+ * nodes each publish every row; gateways dedupe by seq, so duplicates
+ * (from several nodes or from a republished batch) are harmless.
+ *
+ * Nothing here runs on the request path: handlers only insert log rows.
+ */
+#ifndef APIM_EVENTS_H
+#define APIM_EVENTS_H
+
+#include "common/ctx.h"
+#include "common/error.h"
+
+/*
+ * Starts the publisher for ctx (ctx must outlive events_stop). url is the
+ * NATS URL; when it is empty and local is set, spawns `nats-server -a
+ * 127.0.0.1 -p <APIM_EVENT_HUB_PORT + offset>` as a child first (a missing
+ * binary is logged and events are off). Empty url without local: no events.
+ * Starts publishing from the current sequence (gateways take a snapshot at
+ * start, so older changes need no event).
+ */
+apim_rc events_start(apim_ctx *ctx, int local);
+/* Stops the thread, closes the connection, kills and reaps the child. Safe
+ * when events_start was not called or failed. */
+void events_stop(void);
+
+#endif
