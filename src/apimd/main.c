@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <sodium.h>
+#include <time.h>
 
 #include "admin/admin.h"
 #include "auth/auth.h"
@@ -20,6 +21,7 @@
 #include "common/util.h"
 #include "dataapi/dataapi.h"
 #include "events/events.h"
+#include "gateway/gateway_nginx.h"
 #include "http/http.h"
 #include "devportal/devportal.h"
 #include "http/http_ops.h"
@@ -35,7 +37,9 @@
 #define C_DEVPORTAL 0x08
 #define C_GATEWAY 0x10
 #define C_TRAFFIC 0x20
-#define C_BUILT (C_PUBLISHER | C_ADMIN | C_KEYMANAGER | C_DEVPORTAL)
+#define C_BUILT (C_PUBLISHER | C_ADMIN | C_KEYMANAGER | C_DEVPORTAL | C_GATEWAY)
+/* Components served by the control plane's HTTP server and databases. */
+#define C_CONTROL_PLANE (C_PUBLISHER | C_ADMIN | C_KEYMANAGER | C_DEVPORTAL)
 
 typedef struct profile {
 	const char *name;
@@ -156,6 +160,10 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 
 	int rc = 1;
+	/* the gateway and the Traffic Manager never touch the databases */
+	int control_plane = (prof->components & C_BUILT & C_CONTROL_PLANE) != 0;
+	int gateway_on = 0;
+	int all_in_one = strcmp(prof->name, "all-in-one") == 0;
 	apim_ctx ctx = {.cfg = &cfg, .profile = prof->name, .started_ms = apim_now_ms()};
 	ctx.port = APIM_CONTROL_PLANE_PORT + (int)cfg.server_port_offset;
 	http_server *http = NULL;
@@ -172,6 +180,23 @@ int main(int argc, char **argv)
 		.ctx = &ctx,
 		.authenticate = auth_authenticate,
 	};
+	sigset_t sigs;
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGHUP);
+	sigaddset(&sigs, SIGCHLD);
+	if (!control_plane) {
+		if (*cfg.database_apimgtdb_url || *cfg.database_shareddb_url)
+			log_warn("main", "profile %s uses no database: [database] settings are "
+					 "ignored", prof->name);
+		if (apim_mkdirs(cfg.server_home, 0750) != APIM_OK) {
+			log_error("main", "cannot create server.home '%s'", cfg.server_home);
+			goto out;
+		}
+		pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+		goto start_gateway;
+	}
 	/* Before any database work: a bad TLS file fails the start at once. */
 	if (http_server_create(&http, &ho) != APIM_OK)
 		goto out;
@@ -201,7 +226,15 @@ int main(int argc, char **argv)
 	}
 	if (auth_init(&ctx) != APIM_OK)
 		goto out;
-	if (keymanager_init(&ctx) != APIM_OK) {
+	/* threads started in here (the token writer) must not take the
+	 * signals that main waits for later: they would kill the process by
+	 * the default action, e.g. while the gateway starts */
+	sigset_t all, before;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &before);
+	apim_rc km_rc = keymanager_init(&ctx);
+	pthread_sigmask(SIG_SETMASK, &before, NULL);
+	if (km_rc != APIM_OK) {
 		log_error("main", "Key Manager set-up failed");
 		goto out;
 	}
@@ -217,11 +250,6 @@ int main(int argc, char **argv)
 	/* Requests run on pool threads, which inherit this mask: signals are
 	 * taken by sigwait below. Blocked only now, so that a start-up stuck on
 	 * a database still dies on SIGTERM or Ctrl-C. */
-	sigset_t sigs;
-	sigemptyset(&sigs);
-	sigaddset(&sigs, SIGINT);
-	sigaddset(&sigs, SIGTERM);
-	sigaddset(&sigs, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
 	ctx.http = http;
@@ -240,11 +268,31 @@ int main(int argc, char **argv)
 	if (http_server_start(http) != APIM_OK)
 		goto out;
 
+start_gateway:
+	/* the gateway (nginx child), once the control plane it reads listens */
+	if (prof->components & C_GATEWAY) {
+		if (gateway_nginx_start(&cfg, all_in_one) == APIM_OK) {
+			gateway_on = 1;
+		} else if (!control_plane) {
+			log_error("main", "the gateway did not start");
+			goto out;
+		} else {
+			log_warn("main", "the gateway did not start; the control plane runs without it");
+		}
+	}
+
 	const char *scheme = *cfg.http_tls_cert ? "https" : "http";
 	printf("apim %s (%s) ready in %lld ms\n", APIM_VERSION, prof->name,
 	       (long long)(apim_now_ms() - ctx.started_ms));
+	if (gateway_on)
+		printf("  gateway        %s/{context}/{version}/{resource}   (environment %s)\n",
+		       gateway_nginx_url(), cfg.gateway_label);
+	else if (prof->components & C_GATEWAY)
+		printf("  gateway        not started (see the log)\n");
+	if (!control_plane)
+		goto banner_done;
 	char running[128];
-	component_names(prof->components & C_BUILT, running, sizeof(running));
+	component_names(prof->components & C_BUILT & C_CONTROL_PLANE, running, sizeof(running));
 	printf("  control plane  %s://%s:%d  (%s)\n", scheme, cfg.server_hostname, ctx.port,
 	       running);
 	if (prof->components & C_PUBLISHER)
@@ -280,15 +328,39 @@ int main(int argc, char **argv)
 			       "the account, in its server.home/admin-password)\n",
 			       cfg.admin_username);
 	}
-	fflush(stdout);
 	log_info("main", "listening on %s:%d (%s)", cfg.server_host, ctx.port, prof->name);
+banner_done:
+	fflush(stdout);
 
 	for (;;) {
-		int sig = 0;
-		if (sigwait(&sigs, &sig) != 0)
+		/* a timeout too: SIGCHLD may go to another thread and be lost */
+		struct timespec tick = {.tv_sec = 1, .tv_nsec = 0};
+		int sig = sigtimedwait(&sigs, NULL, &tick);
+		if (gateway_on && !gateway_nginx_alive()) {
+			gateway_on = 0;
+			if (!control_plane) {
+				log_error("main", "the gateway's nginx died: stopping");
+				goto out;
+			}
+			log_error("main", "the gateway's nginx died; the control plane goes on "
+					  "without a gateway (restart apimd to get it back)");
+		}
+		if (sig < 0 || sig == SIGCHLD)
 			continue;
 		if (sig == SIGHUP) {
-			log_info("main", "SIGHUP: nothing to reload in this profile");
+			if (!gateway_on) {
+				log_info("main", "SIGHUP: nothing to reload in this profile");
+				continue;
+			}
+			/* the gateway's settings are read again from apim.conf */
+			apim_config fresh;
+			if (config_load(&fresh, config_path, err, sizeof(err)) != APIM_OK) {
+				log_error("main", "SIGHUP: %s; the gateway keeps its configuration",
+					  err);
+				continue;
+			}
+			gateway_nginx_reload(&fresh);
+			config_free(&fresh);
 			continue;
 		}
 		log_info("main", "signal %d: shutting down", sig);
@@ -296,13 +368,16 @@ int main(int argc, char **argv)
 	}
 	rc = 0;
 out:
+	gateway_nginx_stop();
 	if (http != NULL) {
 		http_server_stop(http);
 		http_server_destroy(http);
 	}
 	events_stop();
-	keymanager_shutdown();
-	auth_shutdown();
+	if (control_plane) {
+		keymanager_shutdown();
+		auth_shutdown();
+	}
 	if (ctx.apimgt)
 		db_close(ctx.apimgt);
 	if (ctx.shared)

@@ -178,6 +178,26 @@ static const config_key config_keys[] = {
 	 "Secret the gateways send in `X-APIM-Gateway-Credential` to read the internal data "
 	 "API (`/internal/data/v1`). Empty: read from, or generated into, "
 	 "`<server.home>/gateway-credential` (mode 0600)."},
+	{"gateway", "http_port", CFG_INT, OFF(gateway_http_port), "8280", 1, 65535, NULL,
+	 "HTTP port of the gateway (nginx) before `server.port_offset` (reference: 8280)."},
+	{"gateway", "https_port", CFG_INT, OFF(gateway_https_port), "8243", 1, 65535, NULL,
+	 "HTTPS port of the gateway before `server.port_offset` (reference: 8243); served only "
+	 "when `http.tls_cert` and `http.tls_key` are set."},
+	{"gateway", "workers", CFG_INT, OFF(gateway_workers), "1", 0, 256, NULL,
+	 "nginx worker processes of the gateway; 0: one per CPU (`worker_processes auto`)."},
+	{"gateway", "label", CFG_STRING, OFF(gateway_label), "Default", 0, 0, valid_nonempty,
+	 "Gateway environment this gateway serves (the API revisions deployed to it)."},
+	{"gateway", "control_plane_url", CFG_STRING, OFF(gateway_control_plane_url), "", 0, 0,
+	 NULL, "Base URL of the control plane whose internal data API the gateway reads. "
+	       "Empty: this host's control plane, `http(s)://127.0.0.1:<9443+server.port_offset>`."},
+	{"gateway", "nginx_binary", CFG_STRING, OFF(gateway_nginx_binary), "/usr/sbin/nginx", 0,
+	 0, valid_nonempty, "nginx executable the gateway runs (Debian's nginx 1.22)."},
+	{"gateway", "module_path", CFG_STRING, OFF(gateway_module_path), "", 0, 0, NULL,
+	 "`ngx_http_apim_module.so` to load. Empty: the one next to the apimd executable (the "
+	 "build tree), else `/usr/lib/nginx/modules/ngx_http_apim_module.so`."},
+	{"gateway", "user", CFG_STRING, OFF(gateway_user), "", 0, 0, NULL,
+	 "User the nginx workers run as when apimd runs as root (they read and write "
+	 "`<server.home>/gateway/cache`). Empty: the owner of `server.home`."},
 	{"log", "level", CFG_STRING, OFF(log_level), "info", 0, 0, valid_log_level,
 	 "Least severe level written: debug, info, warn, error."},
 	{"log", "format", CFG_STRING, OFF(log_format), "json", 0, 0, valid_log_format,

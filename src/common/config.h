@@ -57,6 +57,14 @@ typedef struct apim_config {
 	int64_t event_hub_start_local;
 	/* [gateway] */
 	char *gateway_credential;
+	int64_t gateway_http_port;
+	int64_t gateway_https_port;
+	int64_t gateway_workers;
+	char *gateway_label;
+	char *gateway_control_plane_url;
+	char *gateway_nginx_binary;
+	char *gateway_module_path;
+	char *gateway_user;
 	/* [log] */
 	char *log_level;
 	char *log_format;

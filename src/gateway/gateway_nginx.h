@@ -1,0 +1,52 @@
+/*
+ * gateway_nginx.h: the gateway profile's nginx, run by apimd as its child.
+ *
+ * gateway_nginx_start renders <server.home>/gateway/nginx.conf from
+ * apim.conf (load_module of ngx_http_apim_module.so, `daemon off;
+ * master_process on;`, pid, logs and temp folders under
+ * <server.home>/gateway, a JSON access log, one server on
+ * <server.host>:<gateway.http_port + server.port_offset> whose location /
+ * is checked by the module and proxied to $apim_backend$apim_rest), checks
+ * it with `nginx -t` (its messages are logged on failure), then runs nginx
+ * in the foreground as a child and waits until it listens.
+ *
+ * The directives that make the module fetch its data from the control plane
+ * and follow NATS (apim_control_plane_url, apim_gateway_credential,
+ * apim_gateway_label, apim_event_hub_url, apim_cache_file) are rendered
+ * only when the module file names them, so that an older module still
+ * loads. Likewise for the $apim_* variables of the access log format.
+ *
+ * All calls come from main's thread (the child asks for SIGTERM when that
+ * thread's process dies: PR_SET_PDEATHSIG).
+ */
+#ifndef APIM_GATEWAY_NGINX_H
+#define APIM_GATEWAY_NGINX_H
+
+#include "common/config.h"
+#include "common/error.h"
+
+/*
+ * Renders, tests and starts nginx. all_in_one: the control plane runs in
+ * this process (its local event hub, if any, is the gateway's too).
+ * APIM_OK once nginx listens; otherwise the reason is logged.
+ */
+apim_rc gateway_nginx_start(const apim_config *cfg, int all_in_one);
+
+/*
+ * Re-renders nginx.conf from cfg, tests it and sends SIGHUP to the nginx
+ * master (same pid; workers are replaced gracefully). On a bad
+ * configuration the running nginx keeps its old one and the error is
+ * returned.
+ */
+apim_rc gateway_nginx_reload(const apim_config *cfg);
+
+/* 1 while the nginx child runs; reaps it (and returns 0) once it has exited. */
+int gateway_nginx_alive(void);
+
+/* Graceful stop: SIGQUIT, then SIGTERM after 10 s, SIGKILL after 15 s. */
+void gateway_nginx_stop(void);
+
+/* "http://host:port" of the running gateway (empty when not started). */
+const char *gateway_nginx_url(void);
+
+#endif
