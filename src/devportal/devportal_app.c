@@ -374,6 +374,32 @@ static void h_list(http_req *r)
 	http_reply_list(r, list, total, limit, offset);
 }
 
+/*
+ * Inserts (create) or updates the application and records the change in one
+ * transaction; on failure answers (409 for a taken name) and returns -1.
+ */
+static int app_store(http_req *r, const store_application *a, int create)
+{
+	db *d = r->ctx->apimgt;
+	apim_rc rc = db_begin(d);
+	if (rc == APIM_OK)
+		rc = create ? store_application_insert(d, a) : store_application_update(d, a);
+	if (rc == APIM_OK)
+		rc = devportal_app_record(r, "application", a->id, create ? "create" : "update",
+					  app_payload(a));
+	if (rc == APIM_OK)
+		rc = db_commit(d);
+	if (rc == APIM_OK)
+		return 0;
+	db_rollback(d);
+	if (rc == APIM_ECONFLICT)
+		http_reply_error(r, 409, "An application named '%s' already exists for user %s; "
+				 "choose another name", a->name, a->owner);
+	else
+		http_reply_store_error(r, rc, "application");
+	return -1;
+}
+
 static void h_create(http_req *r)
 {
 	json_t *in = http_json_body(r, JSON_OBJECT);
@@ -387,24 +413,8 @@ static void h_create(http_req *r)
 	a.owner = r->who->username;
 	a.status = "APPROVED";
 	a.created_ms = a.updated_ms = apim_now_ms();
-	db *d = r->ctx->apimgt;
-	apim_rc rc = db_begin(d);
-	if (rc == APIM_OK)
-		rc = store_application_insert(d, &a);
-	if (rc == APIM_OK)
-		rc = devportal_app_record(r, "application", a.id, "create", app_payload(&a));
-	if (rc == APIM_OK)
-		rc = db_commit(d);
-	if (rc != APIM_OK) {
-		db_rollback(d);
-		if (rc == APIM_ECONFLICT)
-			http_reply_error(r, 409, "An application named '%s' already exists for user "
-						 "%s; choose another name",
-					 a.name, a.owner);
-		else
-			http_reply_store_error(r, rc, "application");
+	if (app_store(r, &a, 1) != 0)
 		return;
-	}
 	log_info("devportal", "application %s (\"%s\") created by %s", a.id, a.name, a.owner);
 	http_set_header(r, "Location", arena_sprintf(r->pool, DP_BASE "/applications/%s", a.id));
 	http_reply_json(r, 201, app_render(r, &a));
@@ -435,24 +445,8 @@ static void h_update(http_req *r)
 	if (app_parse(r, in, &a) != 0)
 		return;
 	a.updated_ms = apim_now_ms();
-	db *d = r->ctx->apimgt;
-	apim_rc rc = db_begin(d);
-	if (rc == APIM_OK)
-		rc = store_application_update(d, &a);
-	if (rc == APIM_OK)
-		rc = devportal_app_record(r, "application", a.id, "update", app_payload(&a));
-	if (rc == APIM_OK)
-		rc = db_commit(d);
-	if (rc != APIM_OK) {
-		db_rollback(d);
-		if (rc == APIM_ECONFLICT)
-			http_reply_error(r, 409, "An application named '%s' already exists for user "
-						 "%s; choose another name",
-					 a.name, a.owner);
-		else
-			http_reply_store_error(r, rc, "application");
+	if (app_store(r, &a, 0) != 0)
 		return;
-	}
 	if (strcmp(cur.name, a.name) != 0)
 		devportal_keys_app_renamed(r, &a);
 	http_reply_json(r, 200, app_render(r, &a));

@@ -328,6 +328,23 @@ static int load_client(http_req *r, const store_app_key *k, km_client *c)
 }
 
 /* Inserts the mapping and its change record in one transaction. */
+/* A new, completed key mapping of the application to the OAuth client
+ * (mode CREATED or MAPPED). Strings are borrowed. */
+static void mapping_init(store_app_key *k, const char *app_id, const char *client_id,
+			 const char *key_type, const char *mode, const char *properties)
+{
+	memset(k, 0, sizeof(*k));
+	apim_uuid(k->id);
+	k->application_id = app_id;
+	k->consumer_key = client_id;
+	k->key_type = key_type;
+	k->key_manager = DP_KEY_MANAGER;
+	k->create_mode = mode;
+	k->state = "COMPLETED";
+	k->properties = properties;
+	k->created_ms = apim_now_ms();
+}
+
 static apim_rc insert_mapping(http_req *r, const store_app_key *k)
 {
 	db *d = r->ctx->apimgt;
@@ -417,16 +434,8 @@ static void h_generate(http_req *r)
 		return;
 	}
 
-	memset(&k, 0, sizeof(k));
-	apim_uuid(k.id);
-	k.application_id = a.id;
-	k.consumer_key = c.client_id;
-	k.key_type = kt;
-	k.key_manager = DP_KEY_MANAGER;
-	k.create_mode = "CREATED";
-	k.state = "COMPLETED";
-	k.properties = props ? devportal_app_json_text(r->pool, props) : "{}";
-	k.created_ms = apim_now_ms();
+	mapping_init(&k, a.id, c.client_id, kt, "CREATED",
+		     props ? devportal_app_json_text(r->pool, props) : "{}");
 	rc = insert_mapping(r, &k);
 	if (rc != APIM_OK) {
 		apim_rc drc = km_client_delete(r->ctx, c.client_id);
@@ -520,16 +529,7 @@ static void h_map(http_req *r)
 				 ck);
 		return;
 	}
-	memset(&k, 0, sizeof(k));
-	apim_uuid(k.id);
-	k.application_id = a.id;
-	k.consumer_key = c.client_id;
-	k.key_type = kt;
-	k.key_manager = DP_KEY_MANAGER;
-	k.create_mode = "MAPPED";
-	k.state = "COMPLETED";
-	k.properties = "{}";
-	k.created_ms = apim_now_ms();
+	mapping_init(&k, a.id, c.client_id, kt, "MAPPED", "{}");
 	rc = insert_mapping(r, &k);
 	if (rc == APIM_ECONFLICT) {
 		http_reply_error(r, 409, "Application '%s' already has %s keys, or client %s is "
