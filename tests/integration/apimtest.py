@@ -142,23 +142,31 @@ def port_is_free(port):
         s.close()
 
 
+# Ports apimd derives from server.port_offset: control plane, gateway HTTP and
+# HTTPS, the local NATS server.
+DERIVED_PORTS = (BASE_PORT, 8280, 8243, 4222)
+
+
 def free_port_offset():
-    """A server.port_offset such that 9443+offset is free on 127.0.0.1 now.
+    """A server.port_offset such that every port apimd derives from it is
+    free on 127.0.0.1 now.
 
     Random (rather than sequential) so that test processes running side by
-    side rarely try the same port; a port handed out once in this process
-    is never handed out again.
+    side rarely try the same ports; a port handed out once in this process
+    is never handed out again. All derived ports stay below 32768, out of
+    Linux's ephemeral range, so that outgoing connections and
+    unused_port() never take them.
     """
     rnd = random.SystemRandom()
     for _ in range(500):
-        off = rnd.randrange(10000, 40000)
-        port = BASE_PORT + off
+        off = rnd.randrange(10000, 32768 - BASE_PORT)
+        ports = [p + off for p in DERIVED_PORTS]
         with _lock:
-            if port in _ports_taken:
+            if any(p in _ports_taken for p in ports):
                 continue
-        if port_is_free(port):
+        if all(port_is_free(p) for p in ports):
             with _lock:
-                _ports_taken.add(port)
+                _ports_taken.update(ports)
             return off
     raise RuntimeError("no free port found for apimd")
 

@@ -25,6 +25,15 @@ def walkthrough_script():
     return "\n".join(blocks)
 
 
+def gateway_log(home):
+    """The gateway's nginx error log (what a failed call leaves behind)."""
+    for root, _dirs, files in os.walk(home):
+        if "error.log" in files:
+            with open(os.path.join(root, "error.log"), errors="replace") as f:
+                return f.read()[-6000:]
+    return "(no error.log under %s)" % home
+
+
 class ReadmeWalkthroughTest(unittest.TestCase):
     def test_walkthrough_publishes_an_api(self):
         srv = apimtest.ApimServer()
@@ -37,7 +46,9 @@ class ReadmeWalkthroughTest(unittest.TestCase):
             script = script.replace("localhost:9443", "127.0.0.1:" + port)
             script = script.replace("localhost:8280", "127.0.0.1:%d" % (8280 + offset))
             backend = apimtest.unused_port()
-            script = script.replace("8080", str(backend))
+            for form in ("127.0.0.1:8080", "http.server 8080"):
+                script = script.replace(form, form.replace("8080", str(backend)))
+            self.assertNotIn("8080", script)
             script = script.replace("/tmp/pizza", os.path.join(srv.home, "pizza"))
             script = script.replace("var/admin-password",
                                     os.path.join(srv.home, "admin-password"))
@@ -52,21 +63,23 @@ class ReadmeWalkthroughTest(unittest.TestCase):
                 except ProcessLookupError:
                     pass
             r = subprocess.CompletedProcess(p.args, p.returncode, out, err)
-            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            why = "%s%s\n--- gateway error.log ---\n%s" % (r.stdout, r.stderr,
+                                                       gateway_log(srv.home))
+            self.assertEqual(r.returncode, 0, why)
             lines = r.stdout.splitlines()
-            self.assertRegex(lines[0], r"^API [0-9a-f-]{36}$")
-            self.assertIn("PUBLISHED", lines)
-            self.assertIn('"name":"Default"', r.stdout)
-            self.assertIn('"policyName":"Platinum"', r.stdout)
-            self.assertIn('"conditionType":"IP"', r.stdout)
+            self.assertRegex(lines[0], r"^API [0-9a-f-]{36}$", why)
+            self.assertIn("PUBLISHED", lines, why)
+            self.assertIn('"name":"Default"', r.stdout, why)
+            self.assertIn('"policyName":"Platinum"', r.stdout, why)
+            self.assertIn('"conditionType":"IP"', r.stdout, why)
             # alice (Internal/creator) sees the one API, so does the token.
-            self.assertEqual(lines[-6:-4], ["1", "1"], r.stdout)
+            self.assertEqual(lines[-6:-4], ["1", "1"], why)
             # bob signed up, subscribed and got an application token.
-            self.assertIn('"username":"bob"', r.stdout)
-            self.assertEqual(lines[-3], "UNBLOCKED", r.stdout)
+            self.assertIn('"username":"bob"', r.stdout, why)
+            self.assertEqual(lines[-3], "UNBLOCKED", why)
             # The gateway takes the token to the backend, and refuses no token.
-            self.assertEqual(lines[-2], '["Margherita", "Marinara"]', r.stdout + r.stderr)
-            self.assertIn('"code":"900902"', lines[-1])
+            self.assertEqual(lines[-2], '["Margherita", "Marinara"]', why)
+            self.assertIn('"code":"900902"', lines[-1], why)
             api = srv.client().get("/api/am/publisher/v4/apis",
                                    query={"query": "name:PizzaShack"}).json
             self.assertEqual(api["count"], 1)
