@@ -1,0 +1,226 @@
+/*
+ * ngx_http_apim_module.h: the types and functions the files of the apim
+ * gateway module share. See ngx_http_apim_module.c for the design.
+ */
+
+#ifndef NGX_HTTP_APIM_MODULE_H
+#define NGX_HTTP_APIM_MODULE_H
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include <pthread.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <curl/curl.h>
+#include <jansson.h>
+#include <nats/nats.h>
+#include <openssl/bn.h>
+#include <openssl/core_names.h>
+#include <openssl/ec.h>
+#include <openssl/evp.h>
+#include <openssl/param_build.h>
+
+
+#define APIM_POLL_MS        200
+#define APIM_GRACE_MS       5000
+#define APIM_LEEWAY         30
+#define APIM_MAX_SEGMENTS   32
+
+
+typedef struct {
+    ngx_str_t                   snapshot_file;
+    ngx_str_t                   control_plane_url;
+    ngx_str_t                   credential;
+    ngx_str_t                   label;
+    ngx_str_t                   event_hub_url;
+    ngx_str_t                   cache_file;
+    ngx_str_t                   cp_ca_file;
+} ngx_http_apim_main_conf_t;
+
+
+typedef struct {
+    ngx_flag_t                  enable;
+} ngx_http_apim_loc_conf_t;
+
+
+/* one string -> value map, open addressing, built once, read-only after */
+typedef struct {
+    const char                 *key;
+    size_t                      len;
+    void                       *value;
+} ngx_http_apim_slot_t;
+
+typedef struct {
+    ngx_http_apim_slot_t       *slots;
+    size_t                      cap;        /* power of two, or 0 */
+} ngx_http_apim_map_t;
+
+
+typedef struct {
+    const char                 *target;     /* "/menu/{id}", "/orders/..." */
+    const char                 *verb;       /* GET, POST... */
+    ngx_uint_t                  auth_none;
+    const char                **scopes;     /* every one is required */
+    size_t                      nscopes;
+    const char                 *tier;       /* resource policy, or NULL */
+    size_t                      literal;    /* literal characters: sort key */
+    ngx_uint_t                  wildcard;
+} ngx_http_apim_op_t;
+
+
+/* opaque: ngx_http_apim_upstream.c and ngx_http_apim_cors.c */
+typedef struct ngx_http_apim_upstream_s  ngx_http_apim_upstream_t;
+typedef struct ngx_http_apim_cors_s  ngx_http_apim_cors_t;
+
+typedef struct {
+    const char                 *id;
+    const char                 *name;
+    const char                 *version;
+    const char                 *context;    /* "/pizzashack" */
+    const char                 *provider;
+    const char                 *tier;       /* API-level policy, or NULL */
+    ngx_uint_t                  blocked;    /* lifecycle state BLOCKED */
+    ngx_http_apim_upstream_t   *prod;       /* NULL: no production endpoint */
+    ngx_http_apim_upstream_t   *sand;       /* NULL: no sandbox endpoint */
+    ngx_http_apim_cors_t       *cors;       /* NULL: CORS disabled */
+    ngx_http_apim_op_t         *ops;        /* most specific first */
+    size_t                      nops;
+} ngx_http_apim_api_t;
+
+
+typedef struct {
+    const char                 *id;
+    const char                 *name;
+    const char                 *owner;
+    const char                 *tier;       /* application policy */
+} ngx_http_apim_app_t;
+
+
+typedef struct {
+    const ngx_http_apim_app_t  *app;
+    ngx_uint_t                  sandbox;
+} ngx_http_apim_keymap_t;
+
+
+typedef struct {
+    const char                 *status;     /* UNBLOCKED, BLOCKED... */
+    const char                 *tier;       /* subscription policy */
+} ngx_http_apim_sub_t;
+
+
+typedef struct {
+    EVP_PKEY                   *pkey;
+    const char                 *issuer;     /* NULL: any */
+} ngx_http_apim_jwk_t;
+
+
+typedef struct ngx_http_apim_mem_s  ngx_http_apim_mem_t;
+
+struct ngx_http_apim_mem_s {
+    ngx_http_apim_mem_t        *next;
+};
+
+
+typedef struct ngx_http_apim_snap_s  ngx_http_apim_snap_t;
+
+struct ngx_http_apim_snap_s {
+    json_t                     *root;
+    int64_t                     seq;        /* control plane change seq */
+    ngx_http_apim_mem_t        *mem;        /* every malloc of this snapshot */
+    ngx_http_apim_map_t         apis;       /* "/ctx/ver" and "/ctx" (default) */
+    ngx_http_apim_map_t         apps;       /* id -> app */
+    ngx_http_apim_map_t         keys;       /* consumerKey -> keymap */
+    ngx_http_apim_map_t         subs;       /* "appId\napiId" -> sub */
+    ngx_http_apim_map_t         revoked;    /* jti -> json */
+    ngx_http_apim_map_t         jwks;       /* kid -> jwk */
+    ngx_http_apim_jwk_t       **pkeys;      /* for EVP_PKEY_free */
+    size_t                      npkeys;
+    ngx_http_apim_snap_t       *retired_next;
+    ngx_msec_t                  retired_at;
+};
+
+
+/*
+ * Per request, in r->pool. The access handler (ngx_http_apim_module.c)
+ * fills it with copies, never pointers into a snapshot, because a
+ * snapshot may be freed APIM_GRACE_MS after it was replaced while the
+ * request still waits for its body or its upstream. Every ngx_str_t field
+ * is also a variable $apim_<field>.
+ */
+typedef struct {
+    ngx_str_t                   api_id;
+    ngx_str_t                   api_name;
+    ngx_str_t                   api_version;
+    ngx_str_t                   api_context;
+    ngx_str_t                   api_tier;
+    ngx_str_t                   app_id;
+    ngx_str_t                   app_name;
+    ngx_str_t                   app_owner;
+    ngx_str_t                   app_tier;
+    ngx_str_t                   subscription_tier;
+    ngx_str_t                   user;          /* the token's sub */
+    ngx_str_t                   resource;      /* "GET /menu/{id}" */
+    ngx_str_t                   resource_tier;
+    ngx_str_t                   key_type;      /* PRODUCTION, SANDBOX, "" */
+    ngx_str_t                   fault_code;    /* "900901"..., "" if none */
+    ngx_str_t                   rest;          /* path below the API */
+    /* set by ngx_http_apim_upstream_set() */
+    ngx_str_t                   backend;       /* endpoint URL, no "/" */
+    void                       *upstream;      /* balancer state, r->pool */
+} ngx_http_apim_ctx_t;
+
+
+typedef struct {
+    const char                 *code;
+    ngx_uint_t                  status;
+    const char                 *message;
+    const char                 *description;
+} ngx_http_apim_fault_t;
+
+
+/* ngx_http_apim_snapshot.c: immutable data, built by the background thread */
+void *ngx_http_apim_alloc(ngx_http_apim_snap_t *s, size_t size);
+void *ngx_http_apim_map_get(const ngx_http_apim_map_t *m, const u_char *key,
+    size_t len);
+const char *ngx_http_apim_jstr(json_t *o, const char *name);
+ngx_http_apim_snap_t *ngx_http_apim_snap_build(json_t *root, const char *path,
+    ngx_log_t *log);
+ngx_http_apim_snap_t *ngx_http_apim_snap_load(const char *path, ngx_log_t *log);
+void ngx_http_apim_snap_free(ngx_http_apim_snap_t *s);
+
+void *ngx_http_apim_strdup(ngx_http_apim_snap_t *s, const char *str);
+
+/*
+ * Hooks the snapshot builder calls for each API. They allocate only with
+ * ngx_http_apim_alloc()/ngx_http_apim_strdup() on s (the builder decides
+ * the lifetime) and keep no pointer into the JSON.
+ */
+
+/* ngx_http_apim_upstream.c: the API's endpoints of one kind, from its
+ * endpointConfig ("production_endpoints" or "sandbox_endpoints"); NULL
+ * when there is none (or on error, logged). */
+ngx_http_apim_upstream_t *ngx_http_apim_upstream_build(ngx_http_apim_snap_t *s,
+    json_t *endpoint_config, const char *which, ngx_log_t *log);
+
+/* ngx_http_apim_upstream.c: prepares request r to go to up (access phase,
+ * after every check passed): copies what the balancer needs into r->pool
+ * and sets ctx->backend. NGX_OK or NGX_ERROR. */
+ngx_int_t ngx_http_apim_upstream_set(ngx_http_request_t *r,
+    ngx_http_apim_ctx_t *ctx, const ngx_http_apim_upstream_t *up);
+
+/* ngx_http_apim_cors.c: the API's corsConfiguration; NULL when disabled. */
+ngx_http_apim_cors_t *ngx_http_apim_cors_build(ngx_http_apim_snap_t *s,
+    json_t *cors_config, ngx_log_t *log);
+
+/* ngx_http_apim_feed.c: the per-worker background thread */
+extern ngx_http_apim_snap_t  *ngx_http_apim_current;   /* atomic */
+ngx_int_t ngx_http_apim_init_process(ngx_cycle_t *cycle);
+void ngx_http_apim_exit_process(ngx_cycle_t *cycle);
+ngx_msec_t ngx_http_apim_now_ms(void);
+
+extern ngx_module_t  ngx_http_apim_module;
+
+#endif /* NGX_HTTP_APIM_MODULE_H */
