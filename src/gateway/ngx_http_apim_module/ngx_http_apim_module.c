@@ -630,7 +630,7 @@ ngx_http_apim_handler(ngx_http_request_t *r)
     ngx_http_apim_op_t        *op;
     ngx_http_apim_api_t       *api;
     ngx_http_apim_ctx_t       *ctx;
-    ngx_http_apim_jwk_t       *jwk;
+    const ngx_http_apim_jwk_t *jwk;
     ngx_http_apim_snap_t      *snap;
     ngx_http_apim_keymap_t    *km;
     ngx_http_apim_sub_t       *sub;
@@ -792,7 +792,7 @@ ngx_http_apim_handler(ngx_http_request_t *r)
         goto failed;
     }
 
-    jwk = ngx_http_apim_map_get(&snap->jwks, (u_char *) kid, ngx_strlen(kid));
+    jwk = ngx_http_apim_jwk_find(snap, kid);
     if (jwk == NULL) {
         goto failed;
     }

@@ -215,6 +215,11 @@ ngx_int_t ngx_http_apim_upstream_set(ngx_http_request_t *r,
 ngx_http_apim_cors_t *ngx_http_apim_cors_build(ngx_http_apim_snap_t *s,
     json_t *cors_config, ngx_log_t *log);
 
+/* ngx_http_apim_jwks.c: the key that signed a token, by its kid: our Key
+ * Manager's keys (in the snapshot) or another issuer's. NULL: unknown. */
+const ngx_http_apim_jwk_t *ngx_http_apim_jwk_find(
+    const ngx_http_apim_snap_t *s, const char *kid);
+
 /* ngx_http_apim_feed.c: the per-worker background thread */
 extern ngx_http_apim_snap_t  *ngx_http_apim_current;   /* atomic */
 ngx_int_t ngx_http_apim_init_process(ngx_cycle_t *cycle);
