@@ -29,6 +29,9 @@
 #include "publisher/publisher.h"
 #include "scim/scim.h"
 #include "store/db.h"
+#include "trafficmanager/trafficmanager.h"
+
+#include <nats/nats.h>
 
 /* Components a profile runs in this process. */
 #define C_PUBLISHER 0x01 /* Publisher v4 */
@@ -37,7 +40,7 @@
 #define C_DEVPORTAL 0x08
 #define C_GATEWAY 0x10
 #define C_TRAFFIC 0x20
-#define C_BUILT (C_PUBLISHER | C_ADMIN | C_KEYMANAGER | C_DEVPORTAL | C_GATEWAY)
+#define C_BUILT (C_PUBLISHER | C_ADMIN | C_KEYMANAGER | C_DEVPORTAL | C_GATEWAY | C_TRAFFIC)
 /* Components served by the control plane's HTTP server and databases. */
 #define C_CONTROL_PLANE (C_PUBLISHER | C_ADMIN | C_KEYMANAGER | C_DEVPORTAL)
 
@@ -95,6 +98,49 @@ static char *default_sqlite_url(const char *home, const char *file)
 	if (s != NULL)
 		snprintf(s, n, "sqlite://%s/%s", home, file);
 	return s;
+}
+
+/*
+ * Starts the Traffic Manager: the event hub of event_hub.url (all-in-one:
+ * the local nats-server), the control plane of gateway.control_plane_url
+ * (all-in-one: this process) and the gateway credential of the data API.
+ */
+static apim_rc start_traffic_manager(const apim_config *cfg, int all_in_one)
+{
+	int off = (int)cfg->server_port_offset;
+	char hub[1024] = "", cp[1024];
+	if (*cfg->event_hub_url)
+		snprintf(hub, sizeof(hub), "%s", cfg->event_hub_url);
+	else if (all_in_one && cfg->event_hub_start_local)
+		snprintf(hub, sizeof(hub), "nats://127.0.0.1:%d", APIM_EVENT_HUB_PORT + off);
+	if (*cfg->gateway_control_plane_url)
+		snprintf(cp, sizeof(cp), "%s", cfg->gateway_control_plane_url);
+	else
+		snprintf(cp, sizeof(cp), "%s://127.0.0.1:%d", *cfg->http_tls_cert ? "https" : "http",
+			 APIM_CONTROL_PLANE_PORT + off);
+	char *cred = NULL;
+	if (*cfg->gateway_credential) {
+		cred = strdup(cfg->gateway_credential);
+	} else {
+		char path[4096];
+		snprintf(path, sizeof(path), "%s/gateway-credential", cfg->server_home);
+		if (apim_read_file(path, 4096, &cred, NULL) == APIM_OK)
+			cred[strcspn(cred, "\r\n ")] = '\0';
+	}
+	if (cred == NULL || *cred == '\0')
+		log_warn("main", "no gateway credential (gateway.credential, or "
+				 "<server.home>/gateway-credential): the Traffic Manager cannot "
+				 "read the rate-limit policies");
+	trafficmanager_opts o = {.hub_url = hub,
+				 .control_plane_url = cp,
+				 .credential = cred != NULL ? cred : "",
+				 .ca_file = all_in_one ? cfg->http_tls_cert : NULL};
+	apim_rc rc = trafficmanager_start(&o);
+	if (cred != NULL) {
+		sodium_memzero(cred, strlen(cred));
+		free(cred);
+	}
+	return rc;
 }
 
 int main(int argc, char **argv)
@@ -162,7 +208,7 @@ int main(int argc, char **argv)
 	int rc = 1;
 	/* the gateway and the Traffic Manager never touch the databases */
 	int control_plane = (prof->components & C_BUILT & C_CONTROL_PLANE) != 0;
-	int gateway_on = 0;
+	int gateway_on = 0, traffic_on = 0;
 	int all_in_one = strcmp(prof->name, "all-in-one") == 0;
 	apim_ctx ctx = {.cfg = &cfg, .profile = prof->name, .started_ms = apim_now_ms()};
 	ctx.port = APIM_CONTROL_PLANE_PORT + (int)cfg.server_port_offset;
@@ -269,6 +315,22 @@ int main(int argc, char **argv)
 		goto out;
 
 start_gateway:
+	if (prof->components & C_TRAFFIC) {
+		/* signals stay with main: the thread (and the NATS library's) block them */
+		sigset_t all_sigs, prev;
+		sigfillset(&all_sigs);
+		pthread_sigmask(SIG_BLOCK, &all_sigs, &prev);
+		apim_rc trc = start_traffic_manager(&cfg, all_in_one);
+		pthread_sigmask(SIG_SETMASK, &prev, NULL);
+		if (trc == APIM_OK) {
+			traffic_on = 1;
+		} else if (!control_plane && !(prof->components & C_GATEWAY)) {
+			log_error("main", "the Traffic Manager did not start");
+			goto out;
+		} else {
+			log_warn("main", "the Traffic Manager did not start");
+		}
+	}
 	/* the gateway (nginx child), once the control plane it reads listens */
 	if (prof->components & C_GATEWAY) {
 		if (gateway_nginx_start(&cfg, all_in_one) == APIM_OK) {
@@ -284,6 +346,8 @@ start_gateway:
 	const char *scheme = *cfg.http_tls_cert ? "https" : "http";
 	printf("apim %s (%s) ready in %lld ms\n", APIM_VERSION, prof->name,
 	       (long long)(apim_now_ms() - ctx.started_ms));
+	if (traffic_on)
+		printf("  traffic mgr    listening on the event hub (apim.throttle.usage)\n");
 	if (gateway_on)
 		printf("  gateway        %s/{context}/{version}/{resource}   (environment %s)\n",
 		       gateway_nginx_url(), cfg.gateway_label);
@@ -369,6 +433,7 @@ banner_done:
 	rc = 0;
 out:
 	gateway_nginx_stop();
+	trafficmanager_stop();
 	if (http != NULL) {
 		http_server_stop(http);
 		http_server_destroy(http);
@@ -383,6 +448,7 @@ out:
 	if (ctx.shared)
 		db_close(ctx.shared);
 	free(generated);
+	nats_Close(); /* after every user of the NATS library stopped */
 	config_free(&cfg);
 	if (rc == 0)
 		log_info("main", "stopped");

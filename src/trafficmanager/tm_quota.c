@@ -33,6 +33,7 @@ typedef struct {
 	tm_share *shares;
 	size_t nshares;
 	size_t cap;
+	int announced; /* tm_quota_exhausted() told of this window */
 } tm_key;
 
 /* string -> pointer, open addressing, never deletes (rebuilt instead) */
@@ -292,6 +293,7 @@ apim_rc tm_quota_report(tm_quota *q, const char *party, const char *key, int64_t
 		/* a new window (or the policy changed its unit): start over */
 		k->window_start = window_start;
 		k->nshares = 0;
+		k->announced = 0;
 	}
 	k->limit = limit;
 	k->window_ms = window_ms;
@@ -308,8 +310,12 @@ apim_rc tm_quota_report(tm_quota *q, const char *party, const char *key, int64_t
 		memset(s, 0, sizeof(*s)); /* the slot belongs to another party now */
 		s->party = ix;
 	}
-	if (s == NULL && (s = tm_share_add(k, ix, gen, now_ms)) == NULL)
-		return APIM_ENOMEM;
+	if (s == NULL) {
+		/* first news of this party for the key: its rate starts now */
+		if ((s = tm_share_add(k, ix, gen, now_ms)) == NULL)
+			return APIM_ENOMEM;
+		s->prev_count = s->count = count;
+	}
 	s->gen = gen;
 	if (allowance > 0) {
 		/* the party holds a grant (maybe from a Traffic Manager before
@@ -513,4 +519,24 @@ int64_t tm_quota_used(tm_quota *q, const char *key, int64_t now_ms, int64_t *lim
 	for (size_t i = 0; i < k->nshares; i++)
 		used += k->shares[i].count;
 	return used;
+}
+
+void tm_quota_exhausted(tm_quota *q, int64_t now_ms,
+			void (*cb)(const char *key, int64_t until_ms, void *arg), void *arg)
+{
+	for (size_t i = 0; i < q->keys.cap; i++) {
+		if (q->keys.keys[i] == NULL)
+			continue;
+		tm_key *k = q->keys.values[i];
+		int64_t end = k->window_start + k->window_ms;
+		if (k->announced || end <= now_ms)
+			continue;
+		int64_t used = 0;
+		for (size_t j = 0; j < k->nshares; j++)
+			used += k->shares[j].count;
+		if (used >= k->limit) {
+			k->announced = 1;
+			cb(k->key, end, arg);
+		}
+	}
 }

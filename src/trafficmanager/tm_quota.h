@@ -101,4 +101,9 @@ void tm_quota_allocate(tm_quota *q, int64_t now_ms, tm_quota_emit_fn emit, void 
  * when unknown); *limit gets the key's limit when not NULL. */
 int64_t tm_quota_used(tm_quota *q, const char *key, int64_t now_ms, int64_t *limit);
 
+/* Calls cb once per key and window when the cluster's count reached the
+ * limit: the key is throttled until until_ms (the window's end). */
+void tm_quota_exhausted(tm_quota *q, int64_t now_ms,
+			void (*cb)(const char *key, int64_t until_ms, void *arg), void *arg);
+
 #endif
