@@ -284,11 +284,14 @@ static json_t *da_key_managers(apim_ctx *ctx)
 		const char *ckc = json_string_value(json_object_get(doc, "consumerKeyClaim"));
 		const char *sc = json_string_value(json_object_get(doc, "scopesClaim"));
 		const char *type = json_string_value(json_object_get(doc, "type"));
-		json_array_append_new(
-			out, json_pack("{ss ss ss ss* ss ss sb}", "id", ks[i].id, "name", ks[i].name,
-				       "type", type ? type : "custom", "jwksUrl", url, "issuer",
-				       ks[i].issuer, "consumerKeyClaim", ckc ? ckc : "azp",
-				       "scopesClaim", sc ? sc : "scope", "enabled", ks[i].enabled));
+		json_t *o = json_pack("{ss ss ss ss ss ss sb}", "id", ks[i].id, "name", ks[i].name,
+				      "type", type ? type : "custom", "issuer", ks[i].issuer,
+				      "consumerKeyClaim", ckc ? ckc : "azp", "scopesClaim",
+				      sc ? sc : "scope", "enabled", ks[i].enabled);
+		if (o != NULL && url != NULL)
+			json_object_set_new(o, "jwksUrl", json_string(url));
+		if (o != NULL)
+			json_array_append_new(out, o);
 		json_decref(doc);
 	}
 	arena_destroy(pool);
