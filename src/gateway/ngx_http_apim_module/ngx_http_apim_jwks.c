@@ -793,7 +793,7 @@ ngx_http_apim_jwks_main(void *data)
     CURL                    *curl;
     ngx_log_t               *log = data;
     ngx_msec_t               now;
-    ngx_uint_t               gen, changed, kick;
+    ngx_uint_t               gen, changed, kick, held;
     struct timespec          ts;
     ngx_http_apim_source_t  *src;
 
@@ -806,23 +806,30 @@ ngx_http_apim_jwks_main(void *data)
     }
 
     gen = 0;
+    kick = 0;
 
     while (!__atomic_load_n(&ngx_http_apim_jwks_stop, __ATOMIC_ACQUIRE)) {
 
         changed = ngx_http_apim_sources_take(&gen, log);
 
-        kick = __atomic_exchange_n(&ngx_http_apim_jwks_kick, 0,
-                                   __ATOMIC_RELAXED);
+        /* a kick waits, if need be, until the sources may be asked again */
+        kick |= __atomic_exchange_n(&ngx_http_apim_jwks_kick, 0,
+                                    __ATOMIC_RELAXED);
+        held = 0;
         now = ngx_http_apim_now_ms();
 
         for (i = 0; i < ngx_http_apim_nsources; i++) {
             src = &ngx_http_apim_sources[i];
 
-            if ((ngx_msec_int_t) (now - src->next) < 0
-                && !(kick && (src->last == 0
-                              || now - src->last >= APIM_JWKS_KICK_MS)))
-            {
-                continue;
+            if ((ngx_msec_int_t) (now - src->next) < 0) {
+                if (!kick) {
+                    continue;
+                }
+
+                if (src->last != 0 && now - src->last < APIM_JWKS_KICK_MS) {
+                    held = 1;
+                    continue;
+                }
             }
 
             src->last = now;
@@ -840,6 +847,10 @@ ngx_http_apim_jwks_main(void *data)
             }
 
             now = ngx_http_apim_now_ms();
+        }
+
+        if (!held) {
+            kick = 0;
         }
 
         if (changed) {
@@ -920,6 +931,13 @@ ngx_http_apim_jwks_exit_process(ngx_cycle_t *cycle)
     ngx_http_apim_sources_free(ngx_http_apim_sources, ngx_http_apim_nsources);
     ngx_http_apim_sources = NULL;
     ngx_http_apim_nsources = 0;
+
+    pthread_mutex_lock(&ngx_http_apim_jwks_lock);
+    ngx_http_apim_wants_free(ngx_http_apim_jwks_posted,
+                             ngx_http_apim_jwks_nposted);
+    ngx_http_apim_jwks_posted = NULL;
+    ngx_http_apim_jwks_nposted = 0;
+    pthread_mutex_unlock(&ngx_http_apim_jwks_lock);
 
     curl_global_cleanup();
 }
