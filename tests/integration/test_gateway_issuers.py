@@ -75,11 +75,19 @@ class Issuer:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
-                if self.path != "/jwks":
+                doc = {"keys": [k.jwk for k in issuer.keys]}
+                if self.path == "/jwks":
+                    issuer.hits += 1
+                    out = json.dumps(doc).encode()
+                elif self.path == "/jwks-big":
+                    # the right keys, padded past the gateway's bound
+                    doc["padding"] = "x" * (300 * 1024)
+                    out = json.dumps(doc).encode()
+                elif self.path == "/jwks-junk":
+                    out = b"<html>not a key set</html>"
+                else:
                     self.send_error(404)
                     return
-                issuer.hits += 1
-                out = json.dumps({"keys": [k.jwk for k in issuer.keys]}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(out)))
@@ -219,7 +227,7 @@ class GatewayIssuersTest(unittest.TestCase):
 
         self.assertTrue(gp.wait_for(check, timeout, 0.1),
                         "wanted %s %s, last answer: %r\n%s"
-                        % (status, code, last.get("r"), self.gateway_log()))
+                        % (status, code, last.get("r"), self.gateway_log()[-3000:]))
         return last["r"]
 
     def assertRefused(self, token, status=401, code="900901"):
@@ -227,13 +235,10 @@ class GatewayIssuersTest(unittest.TestCase):
         self.assertEqual((s, (js or {}).get("code")), (status, code), body)
 
     def gateway_log(self):
-        path = os.path.join(self.srv.home, "gateway", "logs", "error.log")
-        for p in (path, os.path.join(self.srv.home, "gateway", "error.log")):
-            try:
-                with open(p, errors="replace") as f:
-                    return f.read()[-3000:]
-            except OSError:
-                pass
+        for root, _dirs, files in os.walk(self.srv.home):
+            if "error.log" in files:
+                with open(os.path.join(root, "error.log"), errors="replace") as f:
+                    return f.read()
         return ""
 
     def put_km(self, **change):
@@ -286,7 +291,8 @@ class GatewayIssuersTest(unittest.TestCase):
             last["old"] = self.call(old)[0]
             return last["new"] == 200 and last["old"] == 401
 
-        self.assertTrue(gp.wait_for(rotated, 40, 0.1), "%r\n%s" % (last, self.gateway_log()))
+        self.assertTrue(gp.wait_for(rotated, 40, 0.1),
+                        "%r\n%s" % (last, self.gateway_log()[-3000:]))
         self.assertEqual(self.call(new)[0], 200)
 
     def test_4_disabled_key_manager_refused(self):
@@ -297,12 +303,20 @@ class GatewayIssuersTest(unittest.TestCase):
         self.put_km(enabled=True)
         self.wait_for(token, 200)
 
-    def test_5_unreachable_jwks_keeps_serving(self):
-        # the URL changes to one that answers 404: the keys of the old URL
-        # are no longer used, and the gateway keeps answering
+    def test_5_bad_jwks_url_refused_and_logged(self):
+        # the URL changes to one that does not serve a usable key set: the
+        # keys of the old URL are no longer used, the gateway keeps
+        # answering and says why in its log
         token = self.key2.sign(self.claims())
-        self.put_km(certificates={"type": "JWKS", "value": self.issuer.url + "/gone"})
-        self.wait_for(token, 401, "900901")
+        for path, why in (("/gone", "HTTP 404"), ("-big", "larger than 256 KB"),
+                          ("-junk", "is not a JSON key set")):
+            url = self.issuer.url + path
+            self.put_km(certificates={"type": "JWKS", "value": url})
+            self.wait_for(token, 401, "900901")
+            self.assertTrue(gp.wait_for(
+                lambda: ('from "%s": %s' % (url, why)) in self.gateway_log()
+                or ('from "%s" %s' % (url, why)) in self.gateway_log(), 20, 0.2),
+                "%s not logged:\n%s" % (why, self.gateway_log()[-3000:]))
         self.put_km(certificates={"type": "JWKS", "value": self.issuer.url})
         self.wait_for(token, 200)
 

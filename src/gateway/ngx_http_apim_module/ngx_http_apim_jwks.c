@@ -7,7 +7,7 @@
  *
  *   - ngx_http_apim_issuers_build(), called by the snapshot builder, keeps
  *     the enabled issuers in the snapshot (s->issuers: what the request
- *     path trusts) and posts a copy of their (issuer, JWKS URL) list to
+ *     path trusts) and posts a copy of them (issuer, JWKS URL, claims) to
  *     this file's background thread through a mailbox under a mutex that
  *     only the two background threads take;
  *   - the thread (ngx_http_apim_jwks_module's init_process/exit_process)
@@ -49,6 +49,16 @@ struct ngx_http_apim_issuers_s {
 };
 
 
+/* one issuer as the thread sees it: malloc'd copies, NULL when absent */
+typedef struct {
+    char                       *issuer;
+    char                       *url;
+    char                       *name;
+    char                       *consumer_key_claim;
+    char                       *scopes_claim;
+} ngx_http_apim_want_t;
+
+
 /* published keys: immutable once published, malloc'd as one tree */
 typedef struct {
     char                       *kid;
@@ -56,8 +66,7 @@ typedef struct {
 } ngx_http_apim_ring_key_t;
 
 typedef struct {
-    char                       *issuer;
-    char                       *url;
+    ngx_http_apim_want_t        w;
     ngx_http_apim_ring_key_t   *keys;
     size_t                      nkeys;
 } ngx_http_apim_ring_issuer_t;
@@ -74,8 +83,7 @@ struct ngx_http_apim_ring_s {
 
 /* what the thread knows of one issuer (thread only) */
 typedef struct {
-    char                       *issuer;
-    char                       *url;
+    ngx_http_apim_want_t        w;
     json_t                     *keys;       /* last good "keys" array */
     ngx_msec_t                  next;       /* next scheduled fetch */
     ngx_msec_t                  last;       /* last attempt, 0: never */
@@ -83,11 +91,6 @@ typedef struct {
 
 
 /* the mailbox: what the snapshot builder wants fetched */
-typedef struct {
-    char                       *issuer;
-    char                       *url;
-} ngx_http_apim_want_t;
-
 static pthread_mutex_t          ngx_http_apim_jwks_lock =
                                     PTHREAD_MUTEX_INITIALIZER;
 static ngx_http_apim_want_t    *ngx_http_apim_jwks_posted;   /* lock */
@@ -167,8 +170,8 @@ ngx_http_apim_jwk_find(const ngx_http_apim_snap_t *s, const char *kid,
             for (j = 0; ring != NULL && j < ring->n; j++) {
                 ri = &ring->list[j];
 
-                if (ngx_strcmp(ri->issuer, iss) != 0
-                    || ngx_strcmp(ri->url, is->url) != 0)
+                if (ngx_strcmp(ri->w.issuer, iss) != 0
+                    || ngx_strcmp(ri->w.url, is->url) != 0)
                 {
                     continue;
                 }
@@ -197,13 +200,88 @@ ngx_http_apim_jwk_find(const ngx_http_apim_snap_t *s, const char *kid,
 /* -- snapshot side --------------------------------------------------------- */
 
 static void
+ngx_http_apim_want_clear(ngx_http_apim_want_t *w)
+{
+    free(w->issuer);
+    free(w->url);
+    free(w->name);
+    free(w->consumer_key_claim);
+    free(w->scopes_claim);
+    ngx_memzero(w, sizeof(ngx_http_apim_want_t));
+}
+
+
+static char *
+ngx_http_apim_want_dup(const char *str, ngx_uint_t *failed)
+{
+    char  *p;
+
+    if (str == NULL) {
+        return NULL;
+    }
+
+    p = strdup(str);
+    if (p == NULL) {
+        *failed = 1;
+    }
+
+    return p;
+}
+
+
+/* dst = copies of src's strings; NGX_ERROR (dst cleared) on out of memory */
+static ngx_int_t
+ngx_http_apim_want_copy(ngx_http_apim_want_t *dst,
+    const ngx_http_apim_want_t *src)
+{
+    ngx_uint_t  failed;
+
+    failed = 0;
+
+    dst->issuer = ngx_http_apim_want_dup(src->issuer, &failed);
+    dst->url = ngx_http_apim_want_dup(src->url, &failed);
+    dst->name = ngx_http_apim_want_dup(src->name, &failed);
+    dst->consumer_key_claim = ngx_http_apim_want_dup(src->consumer_key_claim,
+                                                     &failed);
+    dst->scopes_claim = ngx_http_apim_want_dup(src->scopes_claim, &failed);
+
+    if (failed) {
+        ngx_http_apim_want_clear(dst);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_uint_t
+ngx_http_apim_want_streq(const char *a, const char *b)
+{
+    return (a == NULL && b == NULL)
+           || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+
+static ngx_uint_t
+ngx_http_apim_want_same(const ngx_http_apim_want_t *a,
+    const ngx_http_apim_want_t *b)
+{
+    return ngx_http_apim_want_streq(a->issuer, b->issuer)
+           && ngx_http_apim_want_streq(a->url, b->url)
+           && ngx_http_apim_want_streq(a->name, b->name)
+           && ngx_http_apim_want_streq(a->consumer_key_claim,
+                                       b->consumer_key_claim)
+           && ngx_http_apim_want_streq(a->scopes_claim, b->scopes_claim);
+}
+
+
+static void
 ngx_http_apim_wants_free(ngx_http_apim_want_t *w, size_t n)
 {
     size_t  i;
 
-    for (i = 0; i < n; i++) {
-        free(w[i].issuer);
-        free(w[i].url);
+    for (i = 0; w != NULL && i < n; i++) {
+        ngx_http_apim_want_clear(&w[i]);
     }
 
     free(w);
@@ -217,7 +295,7 @@ ngx_http_apim_issuers_build(ngx_http_apim_snap_t *s, json_t *key_managers,
     size_t                    i, n;
     json_t                   *km;
     const char               *issuer, *url;
-    ngx_http_apim_want_t     *want, *old;
+    ngx_http_apim_want_t     *want, *old, w;
     ngx_http_apim_issuer_t   *is;
     ngx_http_apim_issuers_t  *out;
 
@@ -263,14 +341,18 @@ ngx_http_apim_issuers_build(ngx_http_apim_snap_t *s, json_t *key_managers,
         is->consumer_key_claim = ngx_http_apim_jstr(km, "consumerKeyClaim");
         is->scopes_claim = ngx_http_apim_jstr(km, "scopesClaim");
 
-        want[out->n].issuer = strdup(issuer);
-        want[out->n].url = strdup(url);
-        out->n++;
+        w.issuer = (char *) issuer;
+        w.url = (char *) url;
+        w.name = (char *) is->name;
+        w.consumer_key_claim = (char *) is->consumer_key_claim;
+        w.scopes_claim = (char *) is->scopes_claim;
 
-        if (want[out->n - 1].issuer == NULL || want[out->n - 1].url == NULL) {
+        if (ngx_http_apim_want_copy(&want[out->n], &w) != NGX_OK) {
             ngx_http_apim_wants_free(want, out->n);
             return NULL;
         }
+
+        out->n++;
     }
 
     pthread_mutex_lock(&ngx_http_apim_jwks_lock);
@@ -436,8 +518,7 @@ ngx_http_apim_ring_free(ngx_http_apim_ring_t *ring)
             free(ring->list[i].keys[j].kid);
         }
         free(ring->list[i].keys);
-        free(ring->list[i].issuer);
-        free(ring->list[i].url);
+        ngx_http_apim_want_clear(&ring->list[i].w);
     }
 
     free(ring->list);
@@ -473,12 +554,12 @@ ngx_http_apim_ring_build(ngx_log_t *log)
         src = &ngx_http_apim_sources[i];
         ri = &ring->list[ring->n++];
 
-        ri->issuer = strdup(src->issuer);
-        ri->url = strdup(src->url);
         ri->keys = calloc(json_array_size(src->keys) + 1,
                           sizeof(ngx_http_apim_ring_key_t));
 
-        if (ri->issuer == NULL || ri->url == NULL || ri->keys == NULL) {
+        if (ri->keys == NULL || ngx_http_apim_want_copy(&ri->w, &src->w)
+                                != NGX_OK)
+        {
             goto failed;
         }
 
@@ -496,7 +577,7 @@ ngx_http_apim_ring_build(ngx_log_t *log)
             if (rk->jwk.pkey == NULL) {
                 ngx_log_error(NGX_LOG_WARN, log, 0,
                               "apim: unusable JWK \"%s\" of issuer \"%s\" "
-                              "ignored", kid, src->issuer);
+                              "ignored", kid, src->w.issuer);
                 continue;
             }
 
@@ -506,7 +587,10 @@ ngx_http_apim_ring_build(ngx_log_t *log)
                 goto failed;
             }
 
-            rk->jwk.issuer = ri->issuer;
+            rk->jwk.issuer = ri->w.issuer;
+            rk->jwk.key_manager = ri->w.name;
+            rk->jwk.consumer_key_claim = ri->w.consumer_key_claim;
+            rk->jwk.scopes_claim = ri->w.scopes_claim;
             ri->nkeys++;
         }
     }
@@ -630,7 +714,7 @@ ngx_http_apim_jwks_fetch(CURL *curl, ngx_http_apim_source_t *src,
     ngx_memzero(&b, sizeof(b));
 
     curl_easy_reset(curl);
-    curl_easy_setopt(curl, CURLOPT_URL, src->url);
+    curl_easy_setopt(curl, CURLOPT_URL, src->w.url);
     curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, (long) APIM_JWKS_TIMEOUT_MS);
     curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS,
@@ -656,13 +740,20 @@ ngx_http_apim_jwks_fetch(CURL *curl, ngx_http_apim_source_t *src,
     status = 0;
     curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
 
-    if (rc != CURLE_OK || status != 200) {
+    if (rc != CURLE_OK) {
         ngx_log_error(NGX_LOG_WARN, log, 0,
-                      "apim: JWKS of issuer \"%s\" from \"%s\": %s (HTTP %l)",
-                      src->issuer, src->url,
-                      b.too_big ? "larger than 256 KB"
-                                : curl_easy_strerror(rc),
-                      status);
+                      "apim: JWKS of issuer \"%s\" from \"%s\": %s",
+                      src->w.issuer, src->w.url,
+                      (b.too_big || rc == CURLE_FILESIZE_EXCEEDED)
+                          ? "larger than 256 KB" : curl_easy_strerror(rc));
+        free(b.data);
+        return NGX_ERROR;
+    }
+
+    if (status != 200) {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "apim: JWKS of issuer \"%s\" from \"%s\": HTTP %l",
+                      src->w.issuer, src->w.url, status);
         free(b.data);
         return NGX_ERROR;
     }
@@ -675,7 +766,7 @@ ngx_http_apim_jwks_fetch(CURL *curl, ngx_http_apim_source_t *src,
     if (!json_is_array(keys) || json_array_size(keys) > APIM_JWKS_MAX_KEYS) {
         ngx_log_error(NGX_LOG_WARN, log, 0,
                       "apim: JWKS of issuer \"%s\" from \"%s\" is not a JSON "
-                      "key set of at most %d keys", src->issuer, src->url,
+                      "key set of at most %d keys", src->w.issuer, src->w.url,
                       APIM_JWKS_MAX_KEYS);
         json_decref(doc);
         return NGX_ERROR;
@@ -696,9 +787,8 @@ ngx_http_apim_sources_free(ngx_http_apim_source_t *s, size_t n)
 {
     size_t  i;
 
-    for (i = 0; i < n; i++) {
-        free(s[i].issuer);
-        free(s[i].url);
+    for (i = 0; s != NULL && i < n; i++) {
+        ngx_http_apim_want_clear(&s[i].w);
         json_decref(s[i].keys);
     }
 
@@ -732,11 +822,8 @@ ngx_http_apim_sources_take(ngx_uint_t *gen, ngx_log_t *log)
     want = ngx_http_apim_jwks_posted;
 
     for (i = 0; fresh != NULL && i < n; i++) {
-        fresh[i].issuer = strdup(want[i].issuer);
-        fresh[i].url = strdup(want[i].url);
-
-        if (fresh[i].issuer == NULL || fresh[i].url == NULL) {
-            ngx_http_apim_sources_free(fresh, i + 1);
+        if (ngx_http_apim_want_copy(&fresh[i].w, &want[i]) != NGX_OK) {
+            ngx_http_apim_sources_free(fresh, i);
             fresh = NULL;
         }
     }
@@ -760,10 +847,11 @@ ngx_http_apim_sources_take(ngx_uint_t *gen, ngx_log_t *log)
     for (i = 0; i < n; i++) {
         fresh[i].next = now;
 
+        /* an unchanged (issuer, URL) keeps its keys and its schedule */
         for (j = 0; j < ngx_http_apim_nsources; j++) {
-            if (old[j].issuer != NULL
-                && strcmp(old[j].issuer, fresh[i].issuer) == 0
-                && strcmp(old[j].url, fresh[i].url) == 0)
+            if (old[j].w.issuer != NULL
+                && strcmp(old[j].w.issuer, fresh[i].w.issuer) == 0
+                && strcmp(old[j].w.url, fresh[i].w.url) == 0)
             {
                 fresh[i].keys = old[j].keys;
                 fresh[i].next = old[j].next;
@@ -773,7 +861,9 @@ ngx_http_apim_sources_take(ngx_uint_t *gen, ngx_log_t *log)
             }
         }
 
-        if (j == ngx_http_apim_nsources) {
+        if (j == ngx_http_apim_nsources
+            || !ngx_http_apim_want_same(&old[j].w, &fresh[i].w))
+        {
             changed = 1;
         }
     }

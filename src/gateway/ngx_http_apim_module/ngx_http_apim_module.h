@@ -114,6 +114,10 @@ typedef struct {
 typedef struct {
     EVP_PKEY                   *pkey;
     const char                 *issuer;     /* NULL: any */
+    /* another issuer's key (ngx_http_apim_jwks.c); NULL for ours */
+    const char                 *key_manager;        /* its name */
+    const char                 *consumer_key_claim; /* NULL: azp, client_id */
+    const char                 *scopes_claim;       /* NULL: scope */
 } ngx_http_apim_jwk_t;
 
 
