@@ -9,6 +9,7 @@
 #include "admin/admin_internal.h"
 #include "common/log.h"
 #include "store/db.h"
+#include "store/store_keymanager.h"
 
 /*
  * apimgtdb tables of the Admin API. Documents are JSON text as the API
@@ -56,6 +57,8 @@ apim_rc admin_migrate(apim_ctx *ctx)
 	if (rc == APIM_OK)
 		rc = db_migrate(ctx->apimgt, "admin", admin_steps,
 				sizeof(admin_steps) / sizeof(admin_steps[0]));
+	if (rc == APIM_OK)
+		rc = store_keymanager_migrate(ctx->apimgt);
 	if (rc != APIM_OK) {
 		log_error("admin", "apimgtdb migrations failed: %s", apim_strerror(rc));
 		return rc;
@@ -79,6 +82,7 @@ apim_rc admin_migrate(apim_ctx *ctx)
 #define BL_MANAGE "apim:bl_manage apim:admin"
 #define ENV_READ "apim:environment_read apim:environment_manage apim:admin"
 #define ENV_MANAGE "apim:environment_manage apim:admin"
+#define KM_MANAGE "apim:keymanagers_manage apim:admin_operations apim:admin"
 
 #define POLICY_ROUTES(level)                                                               \
 	{"GET", ADMIN_BASE "/throttling/policies/" level, admin_policy_list, TIER_VIEW, 0},  \
@@ -111,6 +115,12 @@ static const http_route admin_route_table[] = {
 	 0},
 	{"DELETE", ADMIN_BASE "/environments/{environmentId}", admin_environment_delete,
 	 ENV_MANAGE, 0},
+	{"GET", ADMIN_BASE "/key-managers", admin_keymanager_list, KM_MANAGE, 0},
+	{"POST", ADMIN_BASE "/key-managers", admin_keymanager_create, KM_MANAGE, 0},
+	{"GET", ADMIN_BASE "/key-managers/{keyManagerId}", admin_keymanager_get, KM_MANAGE, 0},
+	{"PUT", ADMIN_BASE "/key-managers/{keyManagerId}", admin_keymanager_update, KM_MANAGE, 0},
+	{"DELETE", ADMIN_BASE "/key-managers/{keyManagerId}", admin_keymanager_delete, KM_MANAGE,
+	 0},
 };
 
 void admin_routes(http_server *s)

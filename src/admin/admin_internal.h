@@ -40,6 +40,13 @@ void admin_environment_delete(http_req *r);
 /* Creates the read-only "Default" environment once per database. */
 apim_rc admin_environment_seed(apim_ctx *ctx);
 
+/* admin_keymanagers.c: /key-managers[/{keyManagerId}] */
+void admin_keymanager_list(http_req *r);
+void admin_keymanager_create(http_req *r);
+void admin_keymanager_get(http_req *r);
+void admin_keymanager_update(http_req *r);
+void admin_keymanager_delete(http_req *r);
+
 /* limit/offset for a list: http_paging, except that without a `limit`
  * parameter the whole list is returned (the reference's Admin lists are not
  * paged, and scripts written for it expect every item). -1 when answered. */

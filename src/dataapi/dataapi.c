@@ -12,6 +12,7 @@
 #include "common/util.h"
 #include "keymanager/km_keys.h"
 #include "store/db.h"
+#include "store/store_keymanager.h"
 
 #define DA_COMP "dataapi"
 #define DA_HEADER "X-APIM-Gateway-Credential"
@@ -254,13 +255,47 @@ static apim_rc da_revoked(db *d, json_t *out)
 	return APIM_OK;
 }
 
+/*
+ * Our Key Manager with its JWKS, then every other issuer (store_keymanager)
+ * with the URL of its JWKS, which each gateway fetches itself. When the
+ * other issuers cannot be read, only ours (logged): a gateway then refuses
+ * their tokens until the next snapshot rather than accepting stale ones.
+ */
 static json_t *da_key_managers(apim_ctx *ctx)
 {
 	json_t *jwks = ctx->shared != NULL ? km_keys_jwks(ctx) : NULL;
 	if (jwks == NULL)
 		jwks = json_pack("{s[]}", "keys");
-	return json_pack("[{ss ss ss so}]", "name", "Resident Key Manager", "type", "default",
-			 "issuer", km_issuer(ctx), "jwks", jwks);
+	json_t *out = json_pack("[{ss ss ss so}]", "name", "Resident Key Manager", "type",
+				"default", "issuer", km_issuer(ctx), "jwks", jwks);
+	if (out == NULL || ctx->apimgt == NULL)
+		return out;
+	arena *pool = arena_create(4096);
+	store_keymanager *ks = NULL;
+	size_t n = 0;
+	int64_t total = 0;
+	apim_rc rc = store_keymanager_list(ctx->apimgt, pool, 0, -1, &ks, &n, &total);
+	if (rc != APIM_OK)
+		log_error(DA_COMP, "reading the key managers failed: %s", apim_strerror(rc));
+	for (size_t i = 0; rc == APIM_OK && i < n; i++) {
+		json_t *doc = json_loads(ks[i].doc, 0, NULL);
+		json_t *certs = json_object_get(doc, "certificates");
+		const char *url = json_string_value(json_object_get(certs, "value"));
+		const char *ckc = json_string_value(json_object_get(doc, "consumerKeyClaim"));
+		const char *sc = json_string_value(json_object_get(doc, "scopesClaim"));
+		const char *type = json_string_value(json_object_get(doc, "type"));
+		json_t *o = json_pack("{ss ss ss ss ss ss sb}", "id", ks[i].id, "name", ks[i].name,
+				      "type", type ? type : "custom", "issuer", ks[i].issuer,
+				      "consumerKeyClaim", ckc ? ckc : "azp", "scopesClaim",
+				      sc ? sc : "scope", "enabled", ks[i].enabled);
+		if (o != NULL && url != NULL)
+			json_object_set_new(o, "jwksUrl", json_string(url));
+		if (o != NULL)
+			json_array_append_new(out, o);
+		json_decref(doc);
+	}
+	arena_destroy(pool);
+	return out;
 }
 
 /* ------------------------------------------------------------ handlers */

@@ -792,7 +792,10 @@ ngx_http_apim_handler(ngx_http_request_t *r)
         goto failed;
     }
 
-    jwk = ngx_http_apim_jwk_find(snap, kid);
+    v = json_object_get(claims, "iss");
+    jwk = ngx_http_apim_jwk_find(snap, kid,
+                                 json_is_string(v) ? json_string_value(v)
+                                                   : NULL);
     if (jwk == NULL) {
         goto failed;
     }

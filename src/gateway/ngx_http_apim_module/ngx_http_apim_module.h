@@ -114,6 +114,10 @@ typedef struct {
 typedef struct {
     EVP_PKEY                   *pkey;
     const char                 *issuer;     /* NULL: any */
+    /* another issuer's key (ngx_http_apim_jwks.c); NULL for ours */
+    const char                 *key_manager;        /* its name */
+    const char                 *consumer_key_claim; /* NULL: azp, client_id */
+    const char                 *scopes_claim;       /* NULL: scope */
 } ngx_http_apim_jwk_t;
 
 
@@ -122,6 +126,10 @@ typedef struct ngx_http_apim_mem_s  ngx_http_apim_mem_t;
 struct ngx_http_apim_mem_s {
     ngx_http_apim_mem_t        *next;
 };
+
+
+/* opaque: ngx_http_apim_jwks.c, the snapshot's enabled other issuers */
+typedef struct ngx_http_apim_issuers_s  ngx_http_apim_issuers_t;
 
 
 typedef struct ngx_http_apim_snap_s  ngx_http_apim_snap_t;
@@ -138,6 +146,7 @@ struct ngx_http_apim_snap_s {
     ngx_http_apim_map_t         jwks;       /* kid -> jwk */
     ngx_http_apim_jwk_t       **pkeys;      /* for EVP_PKEY_free */
     size_t                      npkeys;
+    ngx_http_apim_issuers_t    *issuers;    /* other issuers, or NULL */
     ngx_http_apim_snap_t       *retired_next;
     ngx_msec_t                  retired_at;
 };
@@ -215,10 +224,20 @@ ngx_int_t ngx_http_apim_upstream_set(ngx_http_request_t *r,
 ngx_http_apim_cors_t *ngx_http_apim_cors_build(ngx_http_apim_snap_t *s,
     json_t *cors_config, ngx_log_t *log);
 
-/* ngx_http_apim_jwks.c: the key that signed a token, by its kid: our Key
- * Manager's keys (in the snapshot) or another issuer's. NULL: unknown. */
+/* ngx_http_apim_jwks.c: the key that signed a token, by its kid and its
+ * `iss` claim (NULL when it has none): an enabled other issuer's key (from
+ * its JWKS URL) when iss names one, else our Key Manager's (in the
+ * snapshot). The caller still checks iss against jwk->issuer. NULL:
+ * unknown (an unknown kid of another issuer makes its JWKS be fetched
+ * again soon). Request path: no lock, no network. */
 const ngx_http_apim_jwk_t *ngx_http_apim_jwk_find(
-    const ngx_http_apim_snap_t *s, const char *kid);
+    const ngx_http_apim_snap_t *s, const char *kid, const char *iss);
+
+/* ngx_http_apim_jwks.c: hook of the snapshot builder: the enabled other
+ * issuers of the snapshot's keyManagers (allocated on s), which it also
+ * hands to the JWKS thread of ngx_http_apim_jwks_module. NULL: none. */
+ngx_http_apim_issuers_t *ngx_http_apim_issuers_build(ngx_http_apim_snap_t *s,
+    json_t *key_managers, ngx_log_t *log);
 
 /* ngx_http_apim_feed.c: the per-worker background thread */
 extern ngx_http_apim_snap_t  *ngx_http_apim_current;   /* atomic */
@@ -227,5 +246,6 @@ void ngx_http_apim_exit_process(ngx_cycle_t *cycle);
 ngx_msec_t ngx_http_apim_now_ms(void);
 
 extern ngx_module_t  ngx_http_apim_module;
+extern ngx_module_t  ngx_http_apim_jwks_module;
 
 #endif /* NGX_HTTP_APIM_MODULE_H */

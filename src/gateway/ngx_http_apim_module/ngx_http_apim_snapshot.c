@@ -655,6 +655,10 @@ ngx_http_apim_snap_build(json_t *root, const char *path, ngx_log_t *log)
         }
     }
 
+    s->issuers = ngx_http_apim_issuers_build(s, json_object_get(root,
+                                                                "keyManagers"),
+                                             log);
+
     return s;
 
 failed:
