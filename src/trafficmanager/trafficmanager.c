@@ -58,6 +58,7 @@ static struct {
 	json_t *grants;    /* this tick's allowances (array) */
 	json_t *throttled; /* keys that ran out this tick (array) */
 	uint64_t usage_msgs, usage_entries, usage_rejected;
+	int64_t usage_dropped; /* by the NATS library: we were too slow */
 } tm = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 static int tm_sleep(int64_t ms)
@@ -296,6 +297,10 @@ static void tm_tick(natsConnection *nc, int64_t now, int beat)
 	tm_quota_exhausted(tm.quota, now, tm_collect_exhausted, NULL);
 	int leader = tm_leader(now);
 	size_t parties = tm_quota_live_parties(tm.quota, now);
+	json_t *counters = json_pack("{sI sI sI sI}", "messages", (json_int_t)tm.usage_msgs,
+				     "entries", (json_int_t)tm.usage_entries, "rejected",
+				     (json_int_t)tm.usage_rejected, "dropped",
+				     (json_int_t)tm.usage_dropped);
 	json_t *grants = tm.grants, *throttled = tm.throttled;
 	tm.grants = tm.throttled = NULL;
 	pthread_mutex_unlock(&tm.lock);
@@ -311,11 +316,13 @@ static void tm_tick(natsConnection *nc, int64_t now, int beat)
 		json_decref(throttled);
 	}
 	if (beat) {
-		json_t *b = json_pack("{ss sI sI sb sI}", "tm", tm.id, "started",
+		json_t *b = json_pack("{ss sI sI sb sI so}", "tm", tm.id, "started",
 				      (json_int_t)tm.started, "ts", (json_int_t)now, "leader", leader,
-				      "parties", (json_int_t)parties);
+				      "parties", (json_int_t)parties, "usage", counters);
 		tm_publish(nc, "apim.throttle.tm", b);
 		json_decref(b);
+	} else {
+		json_decref(counters);
 	}
 }
 
@@ -378,7 +385,7 @@ static void *tm_main(void *arg)
 		goto out;
 	}
 	for (size_t i = 0; i < 3; i++)
-		natsSubscription_SetPendingLimits(subs[i], 65536, 256 * 1024 * 1024);
+		natsSubscription_SetPendingLimits(subs[i], 65536, 32 * 1024 * 1024);
 	log_info(TM_COMP, "Traffic Manager %s listening on %s", tm.id, tm.hub_url);
 
 	int64_t next_policies = 0, next_beat = 0;
@@ -389,8 +396,19 @@ static void *tm_main(void *arg)
 			next_policies = now + (ok ? TM_POLICY_REFRESH_MS : 1000);
 		}
 		int beat = now >= next_beat;
-		if (beat)
+		if (beat) {
 			next_beat = now + TM_BEAT_MS;
+			int64_t dropped = 0;
+			if (natsSubscription_GetDropped(subs[0], &dropped) == NATS_OK) {
+				pthread_mutex_lock(&tm.lock);
+				if (dropped > tm.usage_dropped)
+					log_warn(TM_COMP, "%lld usage reports dropped: this Traffic "
+							  "Manager cannot keep up",
+						 (long long)(dropped - tm.usage_dropped));
+				tm.usage_dropped = dropped;
+				pthread_mutex_unlock(&tm.lock);
+			}
+		}
 		tm_tick(nc, now, beat);
 		/* the next tick on a multiple of TM_TICK_MS */
 		int64_t after = apim_now_ms();
