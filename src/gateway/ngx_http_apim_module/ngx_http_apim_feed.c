@@ -6,6 +6,8 @@
 
 #include "ngx_http_apim_module.h"
 
+#include <malloc.h>
+
 
 /* per worker state; the snapshot pointer is the only thing both threads use */
 ngx_http_apim_snap_t          *ngx_http_apim_current;
@@ -51,20 +53,28 @@ ngx_http_apim_now_ms(void)
 static void
 ngx_http_apim_reap(ngx_uint_t all)
 {
+    ngx_uint_t             freed;
     ngx_msec_t             now;
     ngx_http_apim_snap_t  *s, **pp;
 
     now = ngx_http_apim_now_ms();
     pp = &ngx_http_apim_retired;
+    freed = 0;
 
     while (*pp) {
         s = *pp;
         if (all || now - s->retired_at >= APIM_GRACE_MS) {
             *pp = s->retired_next;
             ngx_http_apim_snap_free(s);
+            freed = 1;
             continue;
         }
         pp = &s->retired_next;
+    }
+
+    if (freed) {
+        /* a full snapshot's worth may have gone: give it back */
+        malloc_trim(0);
     }
 }
 
@@ -677,6 +687,7 @@ ngx_http_apim_fetch(CURL *curl, ngx_log_t *log)
     t2 = ngx_http_apim_now_ms();
     ngx_http_apim_write_cache(&b, log);
     free(b.data);
+    malloc_trim(0);
 
     ngx_log_error(NGX_LOG_NOTICE, log, 0,
                   "apim: snapshot seq %L (%uz APIs, %uz subscriptions, %uz "

@@ -47,10 +47,14 @@ typedef struct {
 
 
 /*
- * One string -> value map, open addressing (linear probing). Its slot
- * array belongs to one snapshot (malloc'd); keys and values live in the
- * arenas, which snapshots share. Read-only once published.
+ * One string -> value map, open addressing (linear probing). Its slots
+ * are in pages of at most APIM_MAP_PAGE; a snapshot made by a delta shares
+ * the old snapshot's pages and copies only those it writes (refs: maps
+ * using the page; the feed thread alone changes it). Keys and values live
+ * in the arenas. Read-only once published.
  */
+#define APIM_MAP_PAGE       4096
+
 typedef struct {
     const char                 *key;
     size_t                      len;
@@ -58,7 +62,12 @@ typedef struct {
 } ngx_http_apim_slot_t;
 
 typedef struct {
-    ngx_http_apim_slot_t       *slots;
+    ngx_uint_t                  refs;
+    ngx_http_apim_slot_t        slots[];
+} ngx_http_apim_page_t;
+
+typedef struct {
+    ngx_http_apim_page_t      **pages;      /* malloc'd, this map's own */
     size_t                      cap;        /* power of two, or 0 */
     size_t                      n;          /* keys in use */
 } ngx_http_apim_map_t;

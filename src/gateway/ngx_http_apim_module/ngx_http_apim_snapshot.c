@@ -221,60 +221,187 @@ ngx_http_apim_hash(const char *k, size_t len)
 }
 
 
+static ngx_inline size_t
+ngx_http_apim_map_per(const ngx_http_apim_map_t *m)
+{
+    return m->cap < APIM_MAP_PAGE ? m->cap : APIM_MAP_PAGE;
+}
+
+
+static ngx_inline ngx_http_apim_slot_t *
+ngx_http_apim_slot(const ngx_http_apim_map_t *m, size_t i)
+{
+    size_t  per;
+
+    per = ngx_http_apim_map_per(m);
+
+    return &m->pages[i / per]->slots[i & (per - 1)];
+}
+
+
+/* the slot to write: its page copied first when another map shares it */
+static ngx_http_apim_slot_t *
+ngx_http_apim_slot_w(ngx_http_apim_map_t *m, size_t i)
+{
+    size_t                 per, size;
+    ngx_http_apim_page_t  *page, *copy;
+
+    per = ngx_http_apim_map_per(m);
+    page = m->pages[i / per];
+
+    if (page->refs > 1) {
+        size = sizeof(ngx_http_apim_page_t) + per * sizeof(ngx_http_apim_slot_t);
+        copy = malloc(size);
+        if (copy == NULL) {
+            return NULL;
+        }
+
+        memcpy(copy, page, size);
+        copy->refs = 1;
+        page->refs--;
+        m->pages[i / per] = copy;
+        page = copy;
+    }
+
+    return &page->slots[i & (per - 1)];
+}
+
+
+static void
+ngx_http_apim_map_free(ngx_http_apim_map_t *m)
+{
+    size_t                 i, per;
+    ngx_http_apim_page_t  *page;
+
+    if (m->pages != NULL) {
+        per = ngx_http_apim_map_per(m);
+
+        for (i = 0; i < m->cap / per; i++) {
+            page = m->pages[i];
+            if (page != NULL && --page->refs == 0) {
+                free(page);
+            }
+        }
+    }
+
+    free(m->pages);
+    m->pages = NULL;
+    m->cap = 0;
+    m->n = 0;
+}
+
+
 static ngx_int_t
 ngx_http_apim_map_resize(ngx_http_apim_map_t *m, size_t cap)
 {
-    size_t                 i, j;
-    ngx_http_apim_slot_t  *slots;
+    size_t                  i, j, per, np;
+    ngx_http_apim_map_t     fresh;
+    ngx_http_apim_slot_t   *from, *to;
 
-    slots = calloc(cap, sizeof(ngx_http_apim_slot_t));
-    if (slots == NULL) {
+    fresh.cap = cap;
+    fresh.n = m->n;
+    per = ngx_http_apim_map_per(&fresh);
+    np = cap / per;
+
+    fresh.pages = calloc(np, sizeof(ngx_http_apim_page_t *));
+    if (fresh.pages == NULL) {
         return NGX_ERROR;
     }
 
+    for (i = 0; i < np; i++) {
+        fresh.pages[i] = calloc(1, sizeof(ngx_http_apim_page_t)
+                                   + per * sizeof(ngx_http_apim_slot_t));
+        if (fresh.pages[i] == NULL) {
+            ngx_http_apim_map_free(&fresh);
+            return NGX_ERROR;
+        }
+        fresh.pages[i]->refs = 1;
+    }
+
     for (i = 0; i < m->cap; i++) {
-        if (m->slots[i].key == NULL) {
+        from = ngx_http_apim_slot(m, i);
+        if (from->key == NULL) {
             continue;
         }
 
-        j = ngx_http_apim_hash(m->slots[i].key, m->slots[i].len) & (cap - 1);
-        while (slots[j].key) {
+        j = ngx_http_apim_hash(from->key, from->len) & (cap - 1);
+        for ( ;; ) {
+            to = ngx_http_apim_slot(&fresh, j);
+            if (to->key == NULL) {
+                break;
+            }
             j = (j + 1) & (cap - 1);
         }
 
-        slots[j] = m->slots[i];
+        *to = *from;
     }
 
-    free(m->slots);
-    m->slots = slots;
-    m->cap = cap;
+    ngx_http_apim_map_free(m);
+    *m = fresh;
 
     return NGX_OK;
 }
 
 
-/* a private copy of the slot array of from (keys and values shared) */
+/* a map sharing every page of from */
 static ngx_int_t
 ngx_http_apim_map_copy(ngx_http_apim_map_t *to, const ngx_http_apim_map_t *from)
 {
+    size_t  i, np;
+
     to->n = from->n;
     to->cap = from->cap;
-    to->slots = NULL;
+    to->pages = NULL;
 
     if (from->cap == 0) {
         return NGX_OK;
     }
 
-    to->slots = malloc(from->cap * sizeof(ngx_http_apim_slot_t));
-    if (to->slots == NULL) {
+    np = from->cap / ngx_http_apim_map_per(from);
+
+    to->pages = malloc(np * sizeof(ngx_http_apim_page_t *));
+    if (to->pages == NULL) {
         to->cap = 0;
         to->n = 0;
         return NGX_ERROR;
     }
 
-    memcpy(to->slots, from->slots, from->cap * sizeof(ngx_http_apim_slot_t));
+    for (i = 0; i < np; i++) {
+        to->pages[i] = from->pages[i];
+        to->pages[i]->refs++;
+    }
 
     return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_apim_map_find(const ngx_http_apim_map_t *m, const char *key,
+    size_t len, size_t *at)
+{
+    size_t                 i;
+    ngx_http_apim_slot_t  *sl;
+
+    if (m->cap == 0) {
+        return NGX_DECLINED;
+    }
+
+    i = ngx_http_apim_hash(key, len) & (m->cap - 1);
+
+    for ( ;; ) {
+        sl = ngx_http_apim_slot(m, i);
+
+        if (sl->key == NULL) {
+            return NGX_DECLINED;
+        }
+
+        if (sl->len == len && memcmp(sl->key, key, len) == 0) {
+            *at = i;
+            return NGX_OK;
+        }
+
+        i = (i + 1) & (m->cap - 1);
+    }
 }
 
 
@@ -283,7 +410,24 @@ static ngx_int_t
 ngx_http_apim_map_put(ngx_http_apim_map_t *m, const char *key, size_t len,
     void *value, ngx_uint_t replace)
 {
-    size_t  i, cap;
+    size_t                 i, cap;
+    ngx_http_apim_slot_t  *sl;
+
+    if (ngx_http_apim_map_find(m, key, len, &i) == NGX_OK) {
+        if (!replace) {
+            return NGX_OK;
+        }
+
+        sl = ngx_http_apim_slot_w(m, i);
+        if (sl == NULL) {
+            return NGX_ERROR;
+        }
+
+        sl->key = key;
+        sl->value = value;
+
+        return NGX_OK;
+    }
 
     /* load factor at most 3/4 */
     if ((m->n + 1) * 4 > m->cap * 3) {
@@ -295,47 +439,21 @@ ngx_http_apim_map_put(ngx_http_apim_map_t *m, const char *key, size_t len,
 
     i = ngx_http_apim_hash(key, len) & (m->cap - 1);
 
-    while (m->slots[i].key) {
-        if (m->slots[i].len == len && memcmp(m->slots[i].key, key, len) == 0) {
-            if (replace) {
-                m->slots[i].key = key;
-                m->slots[i].value = value;
-            }
-            return NGX_OK;
-        }
+    while (ngx_http_apim_slot(m, i)->key) {
         i = (i + 1) & (m->cap - 1);
     }
 
-    m->slots[i].key = key;
-    m->slots[i].len = len;
-    m->slots[i].value = value;
+    sl = ngx_http_apim_slot_w(m, i);
+    if (sl == NULL) {
+        return NGX_ERROR;
+    }
+
+    sl->key = key;
+    sl->len = len;
+    sl->value = value;
     m->n++;
 
     return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_http_apim_map_find(const ngx_http_apim_map_t *m, const char *key,
-    size_t len, size_t *at)
-{
-    size_t  i;
-
-    if (m->cap == 0) {
-        return NGX_DECLINED;
-    }
-
-    i = ngx_http_apim_hash(key, len) & (m->cap - 1);
-
-    while (m->slots[i].key) {
-        if (m->slots[i].len == len && memcmp(m->slots[i].key, key, len) == 0) {
-            *at = i;
-            return NGX_OK;
-        }
-        i = (i + 1) & (m->cap - 1);
-    }
-
-    return NGX_DECLINED;
 }
 
 
@@ -349,18 +467,19 @@ ngx_http_apim_map_get(const ngx_http_apim_map_t *m, const u_char *key,
         return NULL;
     }
 
-    return m->slots[i].value;
+    return ngx_http_apim_slot(m, i)->value;
 }
 
 
 /* removes a key: backward shift, so that no probe chain is broken */
-static void
+static ngx_int_t
 ngx_http_apim_map_del(ngx_http_apim_map_t *m, const char *key, size_t len)
 {
-    size_t  i, j, k, mask;
+    size_t                 i, j, k, mask;
+    ngx_http_apim_slot_t  *sj, *si;
 
     if (ngx_http_apim_map_find(m, key, len, &i) != NGX_OK) {
-        return;
+        return NGX_OK;
     }
 
     mask = m->cap - 1;
@@ -368,26 +487,39 @@ ngx_http_apim_map_del(ngx_http_apim_map_t *m, const char *key, size_t len)
 
     for ( ;; ) {
         j = (j + 1) & mask;
+        sj = ngx_http_apim_slot(m, j);
 
-        if (m->slots[j].key == NULL) {
+        if (sj->key == NULL) {
             break;
         }
 
-        k = ngx_http_apim_hash(m->slots[j].key, m->slots[j].len) & mask;
+        k = ngx_http_apim_hash(sj->key, sj->len) & mask;
 
         /* the entry at j may move to i unless its home k is in (i, j] */
         if (i <= j ? (i < k && k <= j) : (i < k || k <= j)) {
             continue;
         }
 
-        m->slots[i] = m->slots[j];
+        si = ngx_http_apim_slot_w(m, i);
+        if (si == NULL) {
+            return NGX_ERROR;
+        }
+
+        *si = *ngx_http_apim_slot(m, j);
         i = j;
     }
 
-    m->slots[i].key = NULL;
-    m->slots[i].len = 0;
-    m->slots[i].value = NULL;
+    si = ngx_http_apim_slot_w(m, i);
+    if (si == NULL) {
+        return NGX_ERROR;
+    }
+
+    si->key = NULL;
+    si->len = 0;
+    si->value = NULL;
     m->n--;
+
+    return NGX_OK;
 }
 
 
@@ -432,10 +564,9 @@ ngx_http_apim_copy(ngx_http_apim_build_t *b, json_t *o, const char *name,
     str = json_string_value(v);
     len = json_string_length(v);
 
-    if (intern && b->intern.slots != NULL
-        && ngx_http_apim_map_find(&b->intern, str, len, &at) == NGX_OK)
+    if (intern && ngx_http_apim_map_find(&b->intern, str, len, &at) == NGX_OK)
     {
-        return b->intern.slots[at].key;
+        return ngx_http_apim_slot(&b->intern, at)->key;
     }
 
     p = ngx_http_apim_strndup(b->snap, str, len);
@@ -1083,10 +1214,9 @@ ngx_http_apim_snap_new(ngx_http_apim_build_t *b, ngx_log_t *log)
 static void
 ngx_http_apim_build_done(ngx_http_apim_build_t *b)
 {
-    free(b->intern.slots);
+    ngx_http_apim_map_free(&b->intern);
     json_decref(b->pending);
     json_decref(b->km);
-    b->intern.slots = NULL;
     b->pending = NULL;
     b->km = NULL;
 }
@@ -1409,12 +1539,12 @@ ngx_http_apim_snap_clone(ngx_http_apim_snap_t *old)
     s->root = NULL;
     s->retired_next = NULL;
     s->retired_at = 0;
-    s->apis.slots = NULL;
-    s->apps.slots = NULL;
-    s->keys.slots = NULL;
-    s->subs.slots = NULL;
-    s->revoked.slots = NULL;
-    s->jwks.slots = NULL;
+    ngx_memzero(&s->apis, sizeof(ngx_http_apim_map_t));
+    ngx_memzero(&s->apps, sizeof(ngx_http_apim_map_t));
+    ngx_memzero(&s->keys, sizeof(ngx_http_apim_map_t));
+    ngx_memzero(&s->subs, sizeof(ngx_http_apim_map_t));
+    ngx_memzero(&s->revoked, sizeof(ngx_http_apim_map_t));
+    ngx_memzero(&s->jwks, sizeof(ngx_http_apim_map_t));
     s->npkeys = 0;
 
     s->arenas = malloc((old->narenas + 1) * sizeof(ngx_http_apim_arena_t *));
@@ -1483,9 +1613,9 @@ ngx_http_apim_id_set(ngx_http_apim_map_t *set, json_t *list, const char *name)
 static ngx_int_t
 ngx_http_apim_del_by_id(ngx_http_apim_map_t *m, ngx_http_apim_map_t *set)
 {
-    size_t        i, n;
-    const char   *id, **keys;
-    size_t       *lens;
+    size_t                 i, n, *lens;
+    const char            *id, **keys;
+    ngx_http_apim_slot_t  *sl;
 
     if (set->n == 0 || m->cap == 0) {
         return NGX_OK;
@@ -1502,26 +1632,29 @@ ngx_http_apim_del_by_id(ngx_http_apim_map_t *m, ngx_http_apim_map_t *set)
     n = 0;
 
     for (i = 0; i < m->cap; i++) {
-        if (m->slots[i].key == NULL) {
+        sl = ngx_http_apim_slot(m, i);
+        if (sl->key == NULL) {
             continue;
         }
 
-        id = *(const char **) m->slots[i].value;
+        id = *(const char **) sl->value;
 
         if (ngx_http_apim_map_get(set, (u_char *) id, strlen(id)) != NULL) {
-            keys[n] = m->slots[i].key;
-            lens[n++] = m->slots[i].len;
+            keys[n] = sl->key;
+            lens[n++] = sl->len;
         }
     }
 
     for (i = 0; i < n; i++) {
-        ngx_http_apim_map_del(m, keys[i], lens[i]);
+        if (ngx_http_apim_map_del(m, keys[i], lens[i]) != NGX_OK) {
+            break;
+        }
     }
 
     free(keys);
     free(lens);
 
-    return NGX_OK;
+    return i == n ? NGX_OK : NGX_ERROR;
 }
 
 
@@ -1543,6 +1676,7 @@ ngx_http_apim_snap_delta(ngx_http_apim_snap_t *old, json_t *delta,
     ngx_http_apim_app_t     *app;
     ngx_http_apim_snap_t    *s;
     ngx_http_apim_build_t    b;
+    ngx_http_apim_slot_t    *sl;
     ngx_http_apim_keymap_t  *map, *fresh;
 
     static const char  *sections[] = {
@@ -1575,14 +1709,16 @@ ngx_http_apim_snap_delta(ngx_http_apim_snap_t *old, json_t *delta,
         goto nomem;
     }
 
-    free(ids.slots);
+    ngx_http_apim_map_free(&ids);
     ngx_memzero(&ids, sizeof(ngx_http_apim_map_t));
 
     /* applications: deleted ones with their keys */
     json_array_foreach(json_object_get(delta, "deletedApplications"), i, jv) {
-        if (json_is_string(jv)) {
-            ngx_http_apim_map_del(&s->apps, json_string_value(jv),
-                                  json_string_length(jv));
+        if (json_is_string(jv)
+            && ngx_http_apim_map_del(&s->apps, json_string_value(jv),
+                                     json_string_length(jv)) != NGX_OK)
+        {
+            goto nomem;
         }
     }
 
@@ -1596,30 +1732,34 @@ ngx_http_apim_snap_delta(ngx_http_apim_snap_t *old, json_t *delta,
     /* key mappings point at app structs: first the deleted ones ... */
     if (ids.n > 0) {
         for (i = 0; i < s->keys.cap; i++) {
-            map = s->keys.slots[i].value;
-            if (s->keys.slots[i].key == NULL
+            sl = ngx_http_apim_slot(&s->keys, i);
+            map = sl->value;
+            if (sl->key == NULL
                 || ngx_http_apim_map_get(&ids, (u_char *) map->app->id,
                                          strlen(map->app->id)) == NULL)
             {
                 continue;
             }
-            ngx_http_apim_map_del(&s->keys, s->keys.slots[i].key,
-                                  s->keys.slots[i].len);
+            if (ngx_http_apim_map_del(&s->keys, sl->key, sl->len) != NGX_OK) {
+                goto nomem;
+            }
             i--;    /* another entry may have moved here */
         }
     }
 
     json_array_foreach(json_object_get(delta, "deletedKeyMappings"), i, jv) {
-        if (json_is_string(jv)) {
-            ngx_http_apim_map_del(&s->keys, json_string_value(jv),
-                                  json_string_length(jv));
+        if (json_is_string(jv)
+            && ngx_http_apim_map_del(&s->keys, json_string_value(jv),
+                                     json_string_length(jv)) != NGX_OK)
+        {
+            goto nomem;
         }
     }
 
     json_array_foreach(json_object_get(delta, "deletedSubscriptions"), i, jv) {
         k = ngx_http_apim_sub_key(&b, jv, &len);
-        if (k != NULL) {
-            ngx_http_apim_map_del(&s->subs, k, len);
+        if (k != NULL && ngx_http_apim_map_del(&s->subs, k, len) != NGX_OK) {
+            goto nomem;
         }
     }
 
@@ -1632,7 +1772,7 @@ ngx_http_apim_snap_delta(ngx_http_apim_snap_t *old, json_t *delta,
     }
 
     /* ... then those of changed applications point at the new structs */
-    free(ids.slots);
+    ngx_http_apim_map_free(&ids);
     ngx_memzero(&ids, sizeof(ngx_http_apim_map_t));
 
     if (ngx_http_apim_id_set(&ids, json_object_get(delta, "applications"),
@@ -1643,8 +1783,9 @@ ngx_http_apim_snap_delta(ngx_http_apim_snap_t *old, json_t *delta,
 
     if (ids.n > 0) {
         for (i = 0; i < s->keys.cap; i++) {
-            map = s->keys.slots[i].value;
-            if (s->keys.slots[i].key == NULL) {
+            sl = ngx_http_apim_slot(&s->keys, i);
+            map = sl->value;
+            if (sl->key == NULL) {
                 continue;
             }
 
@@ -1662,19 +1803,26 @@ ngx_http_apim_snap_delta(ngx_http_apim_snap_t *old, json_t *delta,
 
             fresh->app = app;
             fresh->sandbox = map->sandbox;
-            s->keys.slots[i].value = fresh;
+
+            sl = ngx_http_apim_slot_w(&s->keys, i);
+            if (sl == NULL) {
+                goto nomem;
+            }
+            sl->value = fresh;
         }
     }
 
     /* key mappings of applications this delta does not have: dropped */
     json_array_foreach(b.pending, i, jv) {
         k = ngx_http_apim_jstr(jv, "consumerKey");
-        if (k != NULL) {
-            ngx_http_apim_map_del(&s->keys, k, strlen(k));
+        if (k != NULL
+            && ngx_http_apim_map_del(&s->keys, k, strlen(k)) != NGX_OK)
+        {
+            goto nomem;
         }
     }
 
-    free(ids.slots);
+    ngx_http_apim_map_free(&ids);
     ngx_http_apim_build_done(&b);
 
     return s;
@@ -1682,7 +1830,7 @@ ngx_http_apim_snap_delta(ngx_http_apim_snap_t *old, json_t *delta,
 nomem:
 
     ngx_log_error(NGX_LOG_ERR, log, 0, "apim: out of memory applying a delta");
-    free(ids.slots);
+    ngx_http_apim_map_free(&ids);
     ngx_http_apim_build_done(&b);
     ngx_http_apim_snap_free(s);
 
@@ -1704,12 +1852,12 @@ ngx_http_apim_snap_free(ngx_http_apim_snap_t *s)
         EVP_PKEY_free(s->pkeys[i]->pkey);
     }
 
-    free(s->apis.slots);
-    free(s->apps.slots);
-    free(s->keys.slots);
-    free(s->subs.slots);
-    free(s->revoked.slots);
-    free(s->jwks.slots);
+    ngx_http_apim_map_free(&s->apis);
+    ngx_http_apim_map_free(&s->apps);
+    ngx_http_apim_map_free(&s->keys);
+    ngx_http_apim_map_free(&s->subs);
+    ngx_http_apim_map_free(&s->revoked);
+    ngx_http_apim_map_free(&s->jwks);
 
     for (i = 0; i < s->narenas; i++) {
         ngx_http_apim_arena_unref(s->arenas[i]);
