@@ -1239,7 +1239,13 @@ ngx_http_apim_snap_finish(ngx_http_apim_build_t *b, const char *path)
         /* NGX_DECLINED: a key of an application we do not know */
     }
 
-    /* what the hooks of the whole snapshot may read while it is built */
+    /*
+     * What the hooks of the whole snapshot may read while it is built
+     * (root: "seq", "keyManagers"): such hooks go after the keys below.
+     * A delta does not call them: it shares what they made (fields of the
+     * snapshot struct are copied as they are); a change of key managers
+     * makes the control plane answer "full", hence a new full build.
+     */
     root = json_pack("{sI so}", "seq", (json_int_t) s->seq, "keyManagers",
                      b->km ? json_incref(b->km) : json_array());
     if (root == NULL) {
