@@ -39,6 +39,18 @@ ngx_http_apim_file_changed(struct stat *now)
 }
 
 
+/* CPU time of the calling thread */
+static ngx_msec_t
+ngx_http_apim_cpu_ms(void)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+
+    return (ngx_msec_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+
 ngx_msec_t
 ngx_http_apim_now_ms(void)
 {
@@ -181,10 +193,13 @@ ngx_http_apim_thread_main(void *arg)
 #define APIM_MAX_JOURNAL    (64 * 1024 * 1024)
 
 
+/* a response body: in memory, or (to_file) written to fd as it comes */
 typedef struct {
     char                       *data;
     size_t                      len;
     size_t                      cap;
+    ngx_uint_t                  to_file;
+    int                         fd;
 } ngx_http_apim_buf_t;
 
 
@@ -331,10 +346,28 @@ ngx_http_apim_curl_write(char *ptr, size_t size, size_t nmemb, void *arg)
 {
     size_t                n, cap;
     char                 *p;
+    ssize_t               w;
     ngx_http_apim_buf_t  *b;
 
     b = arg;
     n = size * nmemb;
+
+    if (b->to_file) {
+        if (b->len + n > APIM_MAX_BODY) {
+            return 0;
+        }
+
+        for (cap = 0; cap < n; cap += w) {
+            w = write(b->fd, ptr + cap, n - cap);
+            if (w <= 0) {
+                return 0;
+            }
+        }
+
+        b->len += n;
+
+        return n;
+    }
 
     if (b->len + n + 1 > b->cap) {
         cap = b->cap ? b->cap : 65536;
@@ -455,56 +488,62 @@ ngx_http_apim_get(CURL *curl, const char *path, ngx_http_apim_buf_t *b,
 }
 
 
-static void
-ngx_http_apim_write_cache(ngx_http_apim_buf_t *b, ngx_log_t *log)
+/* a temporary file next to the cache for a snapshot to come, or -1 */
+static int
+ngx_http_apim_cache_open(char **tmp, ngx_log_t *log)
 {
-    int       fd;
-    char     *tmp;
-    size_t    n, off;
-    ssize_t   w;
+    int     fd;
+    size_t  n;
+
+    *tmp = NULL;
 
     if (ngx_http_apim_cache == NULL) {
-        return;
+        return -1;
     }
 
     n = strlen(ngx_http_apim_cache) + 32;
-    tmp = malloc(n);
-    if (tmp == NULL) {
-        return;
+    *tmp = malloc(n);
+    if (*tmp == NULL) {
+        return -1;
     }
 
-    snprintf(tmp, n, "%s.%d.tmp", ngx_http_apim_cache, (int) getpid());
+    snprintf(*tmp, n, "%s.%d.tmp", ngx_http_apim_cache, (int) getpid());
 
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    fd = open(*tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd == -1) {
         ngx_log_error(NGX_LOG_WARN, log, ngx_errno,
-                      "apim: cannot write cache \"%s\"", tmp);
-        free(tmp);
-        return;
+                      "apim: cannot write cache \"%s\"", *tmp);
+        free(*tmp);
+        *tmp = NULL;
     }
 
-    for (off = 0; off < b->len; off += w) {
-        w = write(fd, b->data + off, b->len - off);
-        if (w <= 0) {
-            ngx_log_error(NGX_LOG_WARN, log, ngx_errno,
-                          "apim: cannot write cache \"%s\"", tmp);
-            close(fd);
-            unlink(tmp);
-            free(tmp);
-            return;
-        }
+    return fd;
+}
+
+
+/* the temporary file becomes the cache (ok), or goes; closes fd */
+static void
+ngx_http_apim_cache_close(int fd, char *tmp, ngx_uint_t ok, ngx_log_t *log)
+{
+    size_t  n;
+
+    if (fd == -1) {
+        return;
     }
 
     (void) fchmod(fd, 0644);
 
-    if (close(fd) != 0 || rename(tmp, ngx_http_apim_cache) != 0) {
-        ngx_log_error(NGX_LOG_WARN, log, ngx_errno,
-                      "apim: cannot replace cache \"%s\"",
-                      ngx_http_apim_cache);
+    if (close(fd) != 0 || !ok || rename(tmp, ngx_http_apim_cache) != 0) {
+        if (ok) {
+            ngx_log_error(NGX_LOG_WARN, log, ngx_errno,
+                          "apim: cannot replace cache \"%s\"",
+                          ngx_http_apim_cache);
+        }
         unlink(tmp);
 
     } else {
         /* the deltas before this snapshot are in it */
+        n = strlen(tmp) + 1;
         snprintf(tmp, n, "%s.delta", ngx_http_apim_cache);
         (void) unlink(tmp);
     }
@@ -632,10 +671,10 @@ ngx_http_apim_replay(ngx_http_apim_snap_t *s, ngx_log_t *log)
 static ngx_int_t
 ngx_http_apim_fetch(CURL *curl, ngx_log_t *log)
 {
-    char                  *path, *esc;
+    char                  *path, *esc, *tmp;
     size_t                 n;
     ngx_int_t              rc;
-    ngx_msec_t             t0, t1, t2;
+    ngx_msec_t             t0, t1, t2, cpu;
     ngx_http_apim_buf_t    b;
     ngx_http_apim_snap_t  *fresh;
 
@@ -656,19 +695,36 @@ ngx_http_apim_fetch(CURL *curl, ngx_log_t *log)
 
     t0 = ngx_http_apim_now_ms();
     ngx_memzero(&b, sizeof(b));
+
+    /* with a cache file, the body goes there and is parsed from there: it
+     * never is in memory whole */
+    b.fd = ngx_http_apim_cache_open(&tmp, log);
+    b.to_file = b.fd != -1;
+
     rc = ngx_http_apim_get(curl, path, &b, log);
     free(path);
     t1 = ngx_http_apim_now_ms();
+    cpu = ngx_http_apim_cpu_ms();
 
-    if (rc != NGX_OK) {
-        free(b.data);
-        return NGX_ERROR;
+    fresh = NULL;
+
+    if (rc == NGX_OK) {
+        if (b.to_file) {
+            fresh = lseek(b.fd, 0, SEEK_SET) == 0
+                    ? ngx_http_apim_snap_load_fd(b.fd, ngx_http_apim_cp_url,
+                                                 log)
+                    : NULL;
+
+        } else {
+            fresh = ngx_http_apim_snap_parse(b.data, b.len,
+                                             ngx_http_apim_cp_url, log);
+        }
     }
 
-    fresh = ngx_http_apim_snap_parse(b.data, b.len, ngx_http_apim_cp_url,
-                                     log);
+    free(b.data);
+
     if (fresh == NULL) {
-        free(b.data);
+        ngx_http_apim_cache_close(b.fd, tmp, 0, log);
         return NGX_ERROR;
     }
 
@@ -685,17 +741,17 @@ ngx_http_apim_fetch(CURL *curl, ngx_log_t *log)
 
     ngx_http_apim_publish(fresh);
     t2 = ngx_http_apim_now_ms();
-    ngx_http_apim_write_cache(&b, log);
-    free(b.data);
+    cpu = ngx_http_apim_cpu_ms() - cpu;
+    ngx_http_apim_cache_close(b.fd, tmp, 1, log);
     malloc_trim(0);
 
     ngx_log_error(NGX_LOG_NOTICE, log, 0,
                   "apim: snapshot seq %L (%uz APIs, %uz subscriptions, %uz "
                   "bytes, %uz kB held) from the control plane: fetch %M ms, "
-                  "parse+swap %M ms, cache %M ms",
+                  "parse+swap %M ms (%M ms of CPU), cache %M ms",
                   fresh->seq, fresh->apis.n, fresh->subs.n, b.len,
                   ngx_http_apim_snap_bytes(fresh) / 1024,
-                  t1 - t0, t2 - t1, ngx_http_apim_now_ms() - t2);
+                  t1 - t0, t2 - t1, cpu, ngx_http_apim_now_ms() - t2);
 
     return NGX_OK;
 }

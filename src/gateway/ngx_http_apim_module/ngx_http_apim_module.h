@@ -224,9 +224,12 @@ const char *ngx_http_apim_jstr(json_t *o, const char *name);
 ngx_http_apim_snap_t *ngx_http_apim_snap_build(json_t *root, const char *path,
     ngx_log_t *log);
 ngx_http_apim_snap_t *ngx_http_apim_snap_load(const char *path, ngx_log_t *log);
-/* a full snapshot from its JSON text, parsed one entry at a time */
+/* a full snapshot from its JSON text, parsed one entry at a time: in
+ * memory, or read from fd through a small window */
 ngx_http_apim_snap_t *ngx_http_apim_snap_parse(const char *data, size_t len,
     const char *path, ngx_log_t *log);
+ngx_http_apim_snap_t *ngx_http_apim_snap_load_fd(int fd, const char *path,
+    ngx_log_t *log);
 /* a new snapshot: old with a delta of /internal/data/v1/changes applied;
  * shares old's unchanged entries */
 ngx_http_apim_snap_t *ngx_http_apim_snap_delta(ngx_http_apim_snap_t *old,

@@ -1320,46 +1320,160 @@ ngx_http_apim_snap_build(json_t *root, const char *path, ngx_log_t *log)
 }
 
 
-static const char *
-ngx_http_apim_ws(const char *p, const char *end)
+/*
+ * The text to parse: all of it in memory, or a file read through a window
+ * that slides (and grows for an entry larger than it), so that a snapshot
+ * file never is in memory whole.
+ */
+#define APIM_WINDOW         (1024 * 1024)
+#define APIM_MAX_ENTRY      (64 * 1024 * 1024)
+
+typedef struct {
+    int                         fd;         /* -1: the text is in memory */
+    char                       *buf;        /* the window (fd != -1) */
+    size_t                      cap;
+    const char                 *p;
+    const char                 *end;
+    ngx_uint_t                  eof;
+    off_t                       off;        /* of p in the text, for logs */
+} ngx_http_apim_reader_t;
+
+
+/* more text after what the window holds; NGX_DECLINED at the end */
+static ngx_int_t
+ngx_http_apim_refill(ngx_http_apim_reader_t *r)
 {
-    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')) {
-        p++;
+    char     *nb;
+    size_t    keep;
+    ssize_t   n;
+
+    if (r->eof) {
+        return NGX_DECLINED;
     }
 
-    return p;
+    keep = r->end - r->p;
+
+    if (keep == r->cap) {
+        /* one entry fills the window: a larger one */
+        if (r->cap >= APIM_MAX_ENTRY) {
+            return NGX_ERROR;
+        }
+
+        nb = malloc(r->cap * 2);
+        if (nb == NULL) {
+            return NGX_ERROR;
+        }
+
+        memcpy(nb, r->p, keep);
+        free(r->buf);
+        r->buf = nb;
+        r->cap *= 2;
+
+    } else if (keep > 0) {
+        memmove(r->buf, r->p, keep);
+    }
+
+    r->p = r->buf;
+    r->end = r->buf + keep;
+
+    while (r->end < r->buf + r->cap) {
+        n = read(r->fd, (char *) r->end, r->buf + r->cap - r->end);
+        if (n < 0 && ngx_errno == NGX_EINTR) {
+            continue;
+        }
+        if (n < 0) {
+            return NGX_ERROR;
+        }
+        if (n == 0) {
+            r->eof = 1;
+            break;
+        }
+        r->end += n;
+    }
+
+    return NGX_OK;
 }
 
 
-/* one JSON value at *pp; moves *pp past it */
+/* the next character that is not white space (not consumed), or -1 */
+static int
+ngx_http_apim_peek(ngx_http_apim_reader_t *r)
+{
+    for ( ;; ) {
+        while (r->p < r->end) {
+            if (*r->p != ' ' && *r->p != '\t' && *r->p != '\n'
+                && *r->p != '\r')
+            {
+                return (u_char) *r->p;
+            }
+            r->p++;
+            r->off++;
+        }
+
+        if (r->fd == -1 || ngx_http_apim_refill(r) != NGX_OK) {
+            return -1;
+        }
+    }
+}
+
+
+static void
+ngx_http_apim_skip(ngx_http_apim_reader_t *r)
+{
+    r->p++;
+    r->off++;
+}
+
+
+/* one JSON value; NULL on bad JSON or at the end */
 static json_t *
-ngx_http_apim_next(const char **pp, const char *end, json_error_t *err)
+ngx_http_apim_next(ngx_http_apim_reader_t *r, json_error_t *err)
 {
     json_t  *v;
 
-    v = json_loadb(*pp, end - *pp, JSON_DECODE_ANY | JSON_DISABLE_EOF_CHECK,
-                   err);
-    if (v != NULL) {
-        *pp += err->position;
-    }
+    for ( ;; ) {
+        if (ngx_http_apim_peek(r) == -1) {
+            return NULL;
+        }
 
-    return v;
+        v = json_loadb(r->p, r->end - r->p,
+                       JSON_DECODE_ANY | JSON_DISABLE_EOF_CHECK, err);
+
+        /* a value that ends with the window may go on after it ("12|3") */
+        if (v != NULL && (r->fd == -1 || r->eof
+                          || (size_t) err->position < (size_t) (r->end - r->p)))
+        {
+            r->p += err->position;
+            r->off += err->position;
+            return v;
+        }
+
+        json_decref(v);
+
+        /* an error before the end of the window is not for want of text */
+        if (r->fd == -1
+            || (v == NULL
+                && (size_t) err->position + 1 < (size_t) (r->end - r->p))
+            || ngx_http_apim_refill(r) != NGX_OK)
+        {
+            return NULL;
+        }
+    }
 }
 
 
-ngx_http_apim_snap_t *
-ngx_http_apim_snap_parse(const char *data, size_t len, const char *path,
+static ngx_http_apim_snap_t *
+ngx_http_apim_snap_read(ngx_http_apim_reader_t *r, const char *path,
     ngx_log_t *log)
 {
+    int                     c;
     json_t                 *key, *v;
     ngx_int_t               rc;
-    const char             *p, *end, *what, *section;
+    const char             *what, *section;
     json_error_t            err;
     ngx_http_apim_snap_t   *s;
     ngx_http_apim_build_t   b;
 
-    p = data;
-    end = data + len;
     key = NULL;
     what = "not an object";
     err.text[0] = '\0';
@@ -1369,69 +1483,68 @@ ngx_http_apim_snap_parse(const char *data, size_t len, const char *path,
         return NULL;
     }
 
-    p = ngx_http_apim_ws(p, end);
-    if (p == end || *p++ != '{') {
+    if (ngx_http_apim_peek(r) != '{') {
         goto bad;
     }
+
+    ngx_http_apim_skip(r);
 
     for ( ;; ) {
         what = "bad JSON";
 
-        p = ngx_http_apim_ws(p, end);
-        if (p < end && *p == '}') {
+        if (ngx_http_apim_peek(r) == '}') {
             break;
         }
 
-        key = ngx_http_apim_next(&p, end, &err);
+        key = ngx_http_apim_next(r, &err);
         if (!json_is_string(key)) {
             goto bad;
         }
         section = json_string_value(key);
 
-        p = ngx_http_apim_ws(p, end);
-        if (p == end || *p++ != ':') {
+        if (ngx_http_apim_peek(r) != ':') {
             goto bad;
         }
-        p = ngx_http_apim_ws(p, end);
+        ngx_http_apim_skip(r);
 
-        if (p < end && *p == '[' && strcmp(section, "keyManagers") != 0) {
+        if (ngx_http_apim_peek(r) == '['
+            && strcmp(section, "keyManagers") != 0)
+        {
             /* a section: one element at a time */
-            p++;
+            ngx_http_apim_skip(r);
 
-            for ( ;; ) {
-                p = ngx_http_apim_ws(p, end);
-                if (p < end && *p == ']') {
-                    p++;
-                    break;
-                }
+            if (ngx_http_apim_peek(r) == ']') {
+                ngx_http_apim_skip(r);
 
-                v = ngx_http_apim_next(&p, end, &err);
-                if (v == NULL) {
-                    goto bad;
-                }
+            } else {
+                for ( ;; ) {
+                    v = ngx_http_apim_next(r, &err);
+                    if (v == NULL) {
+                        goto bad;
+                    }
 
-                rc = ngx_http_apim_add(&b, section, v);
-                json_decref(v);
+                    rc = ngx_http_apim_add(&b, section, v);
+                    json_decref(v);
 
-                if (rc != NGX_OK) {
-                    what = "out of memory";
-                    goto bad;
-                }
+                    if (rc != NGX_OK) {
+                        what = "out of memory";
+                        goto bad;
+                    }
 
-                p = ngx_http_apim_ws(p, end);
-                if (p < end && *p == ',') {
-                    p++;
-                    continue;
+                    c = ngx_http_apim_peek(r);
+                    ngx_http_apim_skip(r);
+
+                    if (c == ']') {
+                        break;
+                    }
+                    if (c != ',') {
+                        goto bad;
+                    }
                 }
-                if (p < end && *p == ']') {
-                    p++;
-                    break;
-                }
-                goto bad;
             }
 
         } else {
-            v = ngx_http_apim_next(&p, end, &err);
+            v = ngx_http_apim_next(r, &err);
             if (v == NULL) {
                 goto bad;
             }
@@ -1452,15 +1565,14 @@ ngx_http_apim_snap_parse(const char *data, size_t len, const char *path,
         json_decref(key);
         key = NULL;
 
-        p = ngx_http_apim_ws(p, end);
-        if (p < end && *p == ',') {
-            p++;
-            continue;
-        }
-        if (p < end && *p == '}') {
+        c = ngx_http_apim_peek(r);
+        if (c == '}') {
             break;
         }
-        goto bad;
+        if (c != ',') {
+            goto bad;
+        }
+        ngx_http_apim_skip(r);
     }
 
     return ngx_http_apim_snap_finish(&b, path);
@@ -1468,8 +1580,8 @@ ngx_http_apim_snap_parse(const char *data, size_t len, const char *path,
 bad:
 
     ngx_log_error(NGX_LOG_ERR, log, 0,
-                  "apim: cannot load snapshot \"%s\": %s %s (offset %uz)",
-                  path, what, err.text, (size_t) (p - data));
+                  "apim: cannot load snapshot \"%s\": %s %s (offset %O)",
+                  path, what, err.text, r->off);
     json_decref(key);
     ngx_http_apim_build_done(&b);
     ngx_http_apim_snap_free(s);
@@ -1480,13 +1592,51 @@ bad:
 
 
 ngx_http_apim_snap_t *
+ngx_http_apim_snap_parse(const char *data, size_t len, const char *path,
+    ngx_log_t *log)
+{
+    ngx_http_apim_reader_t  r;
+
+    ngx_memzero(&r, sizeof(ngx_http_apim_reader_t));
+    r.fd = -1;
+    r.p = data;
+    r.end = data + len;
+    r.eof = 1;
+
+    return ngx_http_apim_snap_read(&r, path, log);
+}
+
+
+ngx_http_apim_snap_t *
+ngx_http_apim_snap_load_fd(int fd, const char *path, ngx_log_t *log)
+{
+    ngx_http_apim_snap_t    *s;
+    ngx_http_apim_reader_t   r;
+
+    ngx_memzero(&r, sizeof(ngx_http_apim_reader_t));
+    r.fd = fd;
+    r.cap = APIM_WINDOW;
+    r.buf = malloc(r.cap);
+    if (r.buf == NULL) {
+        return NULL;
+    }
+
+    r.p = r.buf;
+    r.end = r.buf;
+
+    s = ngx_http_apim_snap_read(&r, path, log);
+    free(r.buf);
+
+    malloc_trim(0);
+
+    return s;
+}
+
+
+ngx_http_apim_snap_t *
 ngx_http_apim_snap_load(const char *path, ngx_log_t *log)
 {
     int                    fd;
-    char                  *data;
-    size_t                 off;
-    ssize_t                n;
-    struct stat            st;
     ngx_http_apim_snap_t  *s;
 
     fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -1496,32 +1646,8 @@ ngx_http_apim_snap_load(const char *path, ngx_log_t *log)
         return NULL;
     }
 
-    if (fstat(fd, &st) != 0 || st.st_size > 1024 * 1024 * 1024) {
-        ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
-                      "apim: cannot load snapshot \"%s\": too large", path);
-        close(fd);
-        return NULL;
-    }
-
-    data = malloc(st.st_size + 1);
-    if (data == NULL) {
-        close(fd);
-        return NULL;
-    }
-
-    for (off = 0; off < (size_t) st.st_size; off += n) {
-        n = read(fd, data + off, st.st_size - off);
-        if (n <= 0) {
-            break;
-        }
-    }
-
+    s = ngx_http_apim_snap_load_fd(fd, path, log);
     close(fd);
-
-    s = ngx_http_apim_snap_parse(data, off, path, log);
-    free(data);
-
-    malloc_trim(0);
 
     return s;
 }
