@@ -113,13 +113,15 @@ static const char *da_str(const db_res *r, size_t i, size_t c)
 static apim_rc da_apis(db *d, const char *label, const char *id, json_t *out)
 {
 	db_res *r = NULL;
-	apim_rc rc = db_exec(d, &r,
-			     "SELECT a.id, v.doc, a.status, a.is_default, d.revision_id, v.rev_number,"
-			     " d.vhost, d.deployed_ms FROM am_deployment d"
-			     " JOIN am_revision v ON v.id = d.revision_id"
-			     " JOIN am_api a ON a.id = d.api_id"
-			     " WHERE d.environment = ? AND (CAST(? AS TEXT) IS NULL OR a.id = ?) ORDER BY a.id",
-			     DB_ARGS(label, id, id));
+	/* one API: plain equalities, so that the indexes serve (deltas) */
+#define DA_APIS_SQL                                                                   \
+	"SELECT a.id, v.doc, a.status, a.is_default, d.revision_id, v.rev_number,"    \
+	" d.vhost, d.deployed_ms FROM am_deployment d"                                \
+	" JOIN am_revision v ON v.id = d.revision_id JOIN am_api a ON a.id = d.api_id" \
+	" WHERE d.environment = ?"
+	apim_rc rc = id != NULL ? db_exec(d, &r, DA_APIS_SQL " AND d.api_id = ?", DB_ARGS(label, id))
+				: db_exec(d, &r, DA_APIS_SQL " ORDER BY a.id", DB_ARGS(label));
+#undef DA_APIS_SQL
 	if (rc != APIM_OK)
 		return rc;
 	for (size_t i = 0; i < db_res_rows(r); i++) {
@@ -145,10 +147,10 @@ static apim_rc da_apis(db *d, const char *label, const char *id, json_t *out)
 static apim_rc da_applications(db *d, const char *id, json_t *out)
 {
 	db_res *r = NULL;
-	apim_rc rc = db_exec(d, &r,
-			     "SELECT id, name, owner, tier, status, token_type FROM am_application"
-			     " WHERE (CAST(? AS TEXT) IS NULL OR id = ?) ORDER BY id",
-			     DB_ARGS(id, id));
+#define DA_APPS_SQL "SELECT id, name, owner, tier, status, token_type FROM am_application"
+	apim_rc rc = id != NULL ? db_exec(d, &r, DA_APPS_SQL " WHERE id = ?", DB_ARGS(id))
+				: db_exec(d, &r, DA_APPS_SQL " ORDER BY id", DB_NOARGS);
+#undef DA_APPS_SQL
 	if (rc != APIM_OK)
 		return rc;
 	for (size_t i = 0; i < db_res_rows(r); i++)
@@ -164,11 +166,15 @@ static apim_rc da_applications(db *d, const char *id, json_t *out)
 static apim_rc da_key_mappings(db *d, const char *consumer_key, json_t *out)
 {
 	db_res *r = NULL;
-	apim_rc rc = db_exec(d, &r,
-			     "SELECT application_id, consumer_key, key_type, key_manager, state"
-			     " FROM am_application_key_mapping WHERE (CAST(? AS TEXT) IS NULL OR consumer_key = ?)"
-			     " ORDER BY application_id, key_type",
-			     DB_ARGS(consumer_key, consumer_key));
+#define DA_MAPS_SQL                                                         \
+	"SELECT application_id, consumer_key, key_type, key_manager, state" \
+	" FROM am_application_key_mapping"
+	apim_rc rc = consumer_key != NULL
+			     ? db_exec(d, &r, DA_MAPS_SQL " WHERE consumer_key = ?",
+				       DB_ARGS(consumer_key))
+			     : db_exec(d, &r, DA_MAPS_SQL " ORDER BY application_id, key_type",
+				       DB_NOARGS);
+#undef DA_MAPS_SQL
 	if (rc != APIM_OK)
 		return rc;
 	for (size_t i = 0; i < db_res_rows(r); i++)
@@ -184,11 +190,18 @@ static apim_rc da_key_mappings(db *d, const char *consumer_key, json_t *out)
 static apim_rc da_subscriptions(db *d, const char *api_id, const char *app_id, json_t *out)
 {
 	db_res *r = NULL;
-	apim_rc rc = db_exec(d, &r,
-			     "SELECT id, api_id, application_id, tier, status FROM am_subscription"
-			     " WHERE (CAST(? AS TEXT) IS NULL OR api_id = ?) AND (CAST(? AS TEXT) IS NULL OR application_id = ?)"
-			     " ORDER BY id",
+#define DA_SUBS_SQL "SELECT id, api_id, application_id, tier, status FROM am_subscription"
+	apim_rc rc;
+	if (api_id != NULL && app_id != NULL) /* one: the unique index */
+		rc = db_exec(d, &r, DA_SUBS_SQL " WHERE api_id = ? AND application_id = ?",
+			     DB_ARGS(api_id, app_id));
+	else
+		rc = db_exec(d, &r,
+			     DA_SUBS_SQL
+			     " WHERE (CAST(? AS TEXT) IS NULL OR api_id = ?)"
+			     " AND (CAST(? AS TEXT) IS NULL OR application_id = ?) ORDER BY id",
 			     DB_ARGS(api_id, api_id, app_id, app_id));
+#undef DA_SUBS_SQL
 	if (rc != APIM_OK)
 		return rc;
 	for (size_t i = 0; i < db_res_rows(r); i++)

@@ -605,7 +605,7 @@ class GatewayDeltaTest(unittest.TestCase):
         try:
             # its next event (or the sequence poll) has a lower seq than ours
             self.publish("heartbeat", 2)
-            self.wait_status(self.path(16), tok, 403, "900908", timeout=6)
+            self.wait_status(self.path(16), tok, 403, "900908", timeout=15)
             self.assertGreater(self.cp.count("snapshot"), snaps)
             self.assertIn("went back", self.gw.log())
             # and it follows the restored database's changes from there
@@ -621,7 +621,7 @@ class GatewayDeltaTest(unittest.TestCase):
                 saved.purged_upto = saved.seq
                 self.cp.data = saved
             self.publish("heartbeat", saved.seq)
-            self.wait_status(self.path(16), tok, 200, timeout=6)
+            self.wait_status(self.path(16), tok, 200, timeout=15)
 
     def test_8_purged_log_or_unknown_change_takes_a_full_snapshot(self):
         snaps = self.cp.count("snapshot")
