@@ -746,7 +746,7 @@ ngx_http_apim_fetch(CURL *curl, ngx_log_t *log)
     malloc_trim(0);
 
     ngx_log_error(NGX_LOG_NOTICE, log, 0,
-                  "apim: snapshot seq %L (%uz APIs, %uz subscriptions, %uz "
+                  "apim: snapshot seq %L (%uz API routes, %uz subscriptions, %uz "
                   "bytes, %uz kB held) from the control plane: fetch %M ms, "
                   "parse+swap %M ms (%M ms of CPU), cache %M ms",
                   fresh->seq, fresh->apis.n, fresh->subs.n, b.len,
