@@ -114,13 +114,15 @@ static const char *da_str(const db_res *r, size_t i, size_t c)
 static apim_rc da_apis(db *d, const char *label, const char *id, json_t *out)
 {
 	db_res *r = NULL;
-	apim_rc rc = db_exec(d, &r,
-			     "SELECT a.id, v.doc, a.status, a.is_default, d.revision_id, v.rev_number,"
-			     " d.vhost, d.deployed_ms FROM am_deployment d"
-			     " JOIN am_revision v ON v.id = d.revision_id"
-			     " JOIN am_api a ON a.id = d.api_id"
-			     " WHERE d.environment = ? AND (CAST(? AS TEXT) IS NULL OR a.id = ?) ORDER BY a.id",
-			     DB_ARGS(label, id, id));
+	/* one API: plain equalities, so that the indexes serve (deltas) */
+#define DA_APIS_SQL                                                                   \
+	"SELECT a.id, v.doc, a.status, a.is_default, d.revision_id, v.rev_number,"    \
+	" d.vhost, d.deployed_ms FROM am_deployment d"                                \
+	" JOIN am_revision v ON v.id = d.revision_id JOIN am_api a ON a.id = d.api_id" \
+	" WHERE d.environment = ?"
+	apim_rc rc = id != NULL ? db_exec(d, &r, DA_APIS_SQL " AND d.api_id = ?", DB_ARGS(label, id))
+				: db_exec(d, &r, DA_APIS_SQL " ORDER BY a.id", DB_ARGS(label));
+#undef DA_APIS_SQL
 	if (rc != APIM_OK)
 		return rc;
 	for (size_t i = 0; i < db_res_rows(r); i++) {
@@ -146,10 +148,10 @@ static apim_rc da_apis(db *d, const char *label, const char *id, json_t *out)
 static apim_rc da_applications(db *d, const char *id, json_t *out)
 {
 	db_res *r = NULL;
-	apim_rc rc = db_exec(d, &r,
-			     "SELECT id, name, owner, tier, status, token_type FROM am_application"
-			     " WHERE (CAST(? AS TEXT) IS NULL OR id = ?) ORDER BY id",
-			     DB_ARGS(id, id));
+#define DA_APPS_SQL "SELECT id, name, owner, tier, status, token_type FROM am_application"
+	apim_rc rc = id != NULL ? db_exec(d, &r, DA_APPS_SQL " WHERE id = ?", DB_ARGS(id))
+				: db_exec(d, &r, DA_APPS_SQL " ORDER BY id", DB_NOARGS);
+#undef DA_APPS_SQL
 	if (rc != APIM_OK)
 		return rc;
 	for (size_t i = 0; i < db_res_rows(r); i++)
@@ -165,11 +167,15 @@ static apim_rc da_applications(db *d, const char *id, json_t *out)
 static apim_rc da_key_mappings(db *d, const char *consumer_key, json_t *out)
 {
 	db_res *r = NULL;
-	apim_rc rc = db_exec(d, &r,
-			     "SELECT application_id, consumer_key, key_type, key_manager, state"
-			     " FROM am_application_key_mapping WHERE (CAST(? AS TEXT) IS NULL OR consumer_key = ?)"
-			     " ORDER BY application_id, key_type",
-			     DB_ARGS(consumer_key, consumer_key));
+#define DA_MAPS_SQL                                                         \
+	"SELECT application_id, consumer_key, key_type, key_manager, state" \
+	" FROM am_application_key_mapping"
+	apim_rc rc = consumer_key != NULL
+			     ? db_exec(d, &r, DA_MAPS_SQL " WHERE consumer_key = ?",
+				       DB_ARGS(consumer_key))
+			     : db_exec(d, &r, DA_MAPS_SQL " ORDER BY application_id, key_type",
+				       DB_NOARGS);
+#undef DA_MAPS_SQL
 	if (rc != APIM_OK)
 		return rc;
 	for (size_t i = 0; i < db_res_rows(r); i++)
@@ -185,11 +191,18 @@ static apim_rc da_key_mappings(db *d, const char *consumer_key, json_t *out)
 static apim_rc da_subscriptions(db *d, const char *api_id, const char *app_id, json_t *out)
 {
 	db_res *r = NULL;
-	apim_rc rc = db_exec(d, &r,
-			     "SELECT id, api_id, application_id, tier, status FROM am_subscription"
-			     " WHERE (CAST(? AS TEXT) IS NULL OR api_id = ?) AND (CAST(? AS TEXT) IS NULL OR application_id = ?)"
-			     " ORDER BY id",
+#define DA_SUBS_SQL "SELECT id, api_id, application_id, tier, status FROM am_subscription"
+	apim_rc rc;
+	if (api_id != NULL && app_id != NULL) /* one: the unique index */
+		rc = db_exec(d, &r, DA_SUBS_SQL " WHERE api_id = ? AND application_id = ?",
+			     DB_ARGS(api_id, app_id));
+	else
+		rc = db_exec(d, &r,
+			     DA_SUBS_SQL
+			     " WHERE (CAST(? AS TEXT) IS NULL OR api_id = ?)"
+			     " AND (CAST(? AS TEXT) IS NULL OR application_id = ?) ORDER BY id",
 			     DB_ARGS(api_id, api_id, app_id, app_id));
+#undef DA_SUBS_SQL
 	if (rc != APIM_OK)
 		return rc;
 	for (size_t i = 0; i < db_res_rows(r); i++)
@@ -435,6 +448,192 @@ static void h_key_managers(http_req *r)
 	da_reply_list(r, APIM_OK, da_key_managers(r->ctx));
 }
 
+/*
+ * Log rows one delta carries at most; beyond, a full snapshot is cheaper.
+ * Entity types a delta carries; any other change (policy, block,
+ * environment, key manager...) asks for a full snapshot.
+ */
+#define DA_DELTA_MAX 5000
+
+/* The entity a change row names, as a set key; NULL: no delta for it. */
+static const char *da_change_key(const char *type, const char *id, json_t *payload,
+				 char *buf, size_t len)
+{
+	if (strcmp(type, "api") == 0 || strcmp(type, "application") == 0 ||
+	    strcmp(type, "revoked_jwt") == 0)
+		return id;
+	if (strcmp(type, "key_mapping") == 0) {
+		const char *ck = json_string_value(json_object_get(payload, "consumerKey"));
+		return ck != NULL ? ck : ""; /* no key yet: nothing to send */
+	}
+	if (strcmp(type, "subscription") == 0) {
+		const char *app = json_string_value(json_object_get(payload, "applicationId"));
+		const char *api = json_string_value(json_object_get(payload, "apiId"));
+		if (app == NULL || api == NULL)
+			return NULL;
+		snprintf(buf, len, "%s\n%s", app, api);
+		return buf;
+	}
+	return NULL;
+}
+
+/* The current state of each changed entity (or its deletion) into body. */
+static apim_rc da_delta(db *d, const char *label, json_t *sets, json_t *body)
+{
+	json_t *apis = json_array(), *apps = json_array(), *maps = json_array(),
+	       *subs = json_array(), *revoked = json_array(), *gone_apis = json_array(),
+	       *gone_apps = json_array(), *gone_maps = json_array(), *gone_subs = json_array();
+	json_object_set_new(body, "apis", apis);
+	json_object_set_new(body, "deletedApis", gone_apis);
+	json_object_set_new(body, "applications", apps);
+	json_object_set_new(body, "deletedApplications", gone_apps);
+	json_object_set_new(body, "keyMappings", maps);
+	json_object_set_new(body, "deletedKeyMappings", gone_maps);
+	json_object_set_new(body, "subscriptions", subs);
+	json_object_set_new(body, "deletedSubscriptions", gone_subs);
+	json_object_set_new(body, "revokedJwts", revoked);
+	apim_rc rc = APIM_OK;
+	const char *type, *key;
+	json_t *set, *v;
+	json_object_foreach(sets, type, set)
+	{
+		json_object_foreach(set, key, v)
+		{
+			if (*key == '\0')
+				continue;
+			size_t before;
+			if (strcmp(type, "api") == 0) {
+				before = json_array_size(apis);
+				rc = da_apis(d, label, key, apis);
+				if (rc == APIM_OK && json_array_size(apis) == before)
+					json_array_append_new(gone_apis, json_string(key));
+			} else if (strcmp(type, "application") == 0) {
+				before = json_array_size(apps);
+				rc = da_applications(d, key, apps);
+				if (rc == APIM_OK && json_array_size(apps) == before)
+					json_array_append_new(gone_apps, json_string(key));
+			} else if (strcmp(type, "key_mapping") == 0) {
+				before = json_array_size(maps);
+				rc = da_key_mappings(d, key, maps);
+				if (rc == APIM_OK && json_array_size(maps) == before)
+					json_array_append_new(gone_maps, json_string(key));
+			} else if (strcmp(type, "subscription") == 0) {
+				before = json_array_size(subs);
+				rc = da_subscriptions(d, json_string_value(json_object_get(v, "apiId")),
+						      json_string_value(json_object_get(v, "applicationId")),
+						      subs);
+				if (rc == APIM_OK && json_array_size(subs) == before)
+					json_array_append(gone_subs, v);
+			} else if (strcmp(type, "revoked_jwt") == 0) {
+				db_res *r = NULL;
+				rc = db_exec(d, &r, "SELECT jti, expiry_ms FROM am_revoked_jwt WHERE jti = ?",
+					     DB_ARGS(key));
+				for (size_t i = 0; rc == APIM_OK && i < db_res_rows(r); i++)
+					json_array_append_new(revoked,
+							      json_pack("{ss sI}", "jti", da_str(r, i, 0),
+									"expiry",
+									(json_int_t)db_res_int(r, i, 1)));
+				db_res_free(r);
+			}
+			if (rc != APIM_OK)
+				return rc;
+		}
+	}
+	return APIM_OK;
+}
+
+/*
+ * GET /changes?since=<seq>&gatewayLabel=: what changed after since, as
+ * {"seq", "since", "apis", "deletedApis", "applications",
+ * "deletedApplications", "keyMappings", "deletedKeyMappings" (consumer
+ * keys), "subscriptions", "deletedSubscriptions" ({applicationId, apiId}),
+ * "revokedJwts"}: the current state of each changed entity or its deletion,
+ * read in one transaction with seq. {"seq", "since", "full": true,
+ * "reason"} when a delta cannot say it: since is ahead of the sequence
+ * (database restored), too many changes, rows missing from the log, or a
+ * change of a kind deltas do not carry.
+ */
+static void h_changes(http_req *r)
+{
+	if (!dataapi_authorized(r))
+		return;
+	const char *q = http_query(r, "since");
+	char *end = NULL;
+	long long since = q != NULL ? strtoll(q, &end, 10) : -1;
+	if (q == NULL || *q == '\0' || end == NULL || *end != '\0' || since < 0) {
+		http_reply_error(r, 400, "since must be a change sequence number (0 or more)");
+		return;
+	}
+	db *d = r->ctx->apimgt;
+	const char *label = da_label(r);
+	const char *reason = NULL;
+	int64_t seq = 0;
+	db_res *res = NULL;
+	json_t *body = json_object(), *sets = json_object();
+	apim_rc rc = db_begin_read(d);
+	if (rc == APIM_OK)
+		rc = db_change_current(d, &seq);
+	if (rc == APIM_OK) {
+		if (since > seq)
+			reason = "the gateway is ahead of the change sequence (database restored?)";
+		else if (seq - since > DA_DELTA_MAX)
+			reason = "too many changes";
+	}
+	if (rc == APIM_OK && reason == NULL && seq > since) {
+		char from[32], to[32];
+		snprintf(from, sizeof(from), "%lld", since);
+		snprintf(to, sizeof(to), "%lld", (long long)seq);
+		rc = db_exec(d, &res,
+			     "SELECT seq, entity_type, entity_id, payload FROM am_change_log"
+			     " WHERE seq > ? AND seq <= ? ORDER BY seq",
+			     DB_ARGS(from, to));
+		if (rc == APIM_OK && (int64_t)db_res_rows(res) != seq - since)
+			reason = "the change log does not hold every change since then";
+		for (size_t i = 0; rc == APIM_OK && reason == NULL && i < db_res_rows(res); i++) {
+			const char *type = da_str(res, i, 1);
+			json_t *pl = da_json(db_res_get(res, i, 3));
+			char buf[600];
+			const char *key = da_change_key(type, da_str(res, i, 2), pl, buf, sizeof(buf));
+			if (key == NULL) {
+				reason = "a change that only a full snapshot carries";
+			} else {
+				json_t *set = json_object_get(sets, type);
+				if (set == NULL) {
+					set = json_object();
+					json_object_set_new(sets, type, set);
+				}
+				json_object_set_new(set, key,
+						    strcmp(type, "subscription") == 0
+							    ? json_pack("{sO sO}", "applicationId",
+									json_object_get(pl, "applicationId"),
+									"apiId", json_object_get(pl, "apiId"))
+							    : json_true());
+			}
+			json_decref(pl);
+		}
+		db_res_free(res);
+	}
+	if (rc == APIM_OK && reason == NULL)
+		rc = da_delta(d, label, sets, body);
+	db_rollback(d); /* read only: nothing to commit */
+	json_decref(sets);
+	if (rc != APIM_OK) {
+		json_decref(body);
+		da_fail(r, rc);
+		return;
+	}
+	json_object_set_new(body, "seq", json_integer(seq));
+	json_object_set_new(body, "since", json_integer(since));
+	if (reason != NULL) {
+		json_object_clear(body);
+		json_object_set_new(body, "seq", json_integer(seq));
+		json_object_set_new(body, "since", json_integer(since));
+		json_object_set_new(body, "full", json_true());
+		json_object_set_new(body, "reason", json_string(reason));
+	}
+	http_reply_json(r, 200, body);
+}
+
 static void h_sequence(http_req *r)
 {
 	if (!dataapi_authorized(r))
@@ -452,6 +651,7 @@ static void h_sequence(http_req *r)
 static const http_route dataapi_table[] = {
 	{"GET", DA_BASE "/snapshot", h_snapshot, NULL, HTTP_OWN_AUTH},
 	{"GET", DA_BASE "/sequence", h_sequence, NULL, HTTP_OWN_AUTH},
+	{"GET", DA_BASE "/changes", h_changes, NULL, HTTP_OWN_AUTH},
 	{"GET", DA_BASE "/apis", h_apis, NULL, HTTP_OWN_AUTH},
 	{"GET", DA_BASE "/applications", h_applications, NULL, HTTP_OWN_AUTH},
 	{"GET", DA_BASE "/application-key-mappings", h_key_mappings, NULL, HTTP_OWN_AUTH},

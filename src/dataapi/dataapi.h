@@ -13,7 +13,10 @@
  * list}): /apis?gatewayLabel=&apiId=, /applications?id=,
  * /application-key-mappings?consumerKey=, /subscriptions?apiId=&appId=,
  * /throttling-policies, /block, /revokedjwt, /keymanagers; /sequence gives
- * the current {seq}.
+ * the current {seq}. GET /changes?since=<seq>&gatewayLabel= is the delta
+ * since seq (the current state of every API, application, key mapping,
+ * subscription and revoked token that changed, or its deletion) with the
+ * new seq, or {"full": true, "reason"} when only a snapshot can say it.
  */
 #ifndef APIM_DATAAPI_H
 #define APIM_DATAAPI_H

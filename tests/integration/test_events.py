@@ -163,6 +163,8 @@ class NatsSub:
                     parts = line.split()
                     size = int(parts[-1])
                     payload = self.f.read(size + 2)[:size]
+                    if parts[1].startswith(b"apim.throttle."):
+                        continue  # the Traffic Manager's, not change events
                     with self.cond:
                         self.msgs.append((parts[1].decode(), json.loads(payload)))
                         self.cond.notify_all()

@@ -288,6 +288,7 @@ class GatewayFeedTest(unittest.TestCase):
     def test_2_undeploy_and_deploy_take_effect_within_a_second(self):
         tok = type(self).tok
         up, down = [], []
+        fulls = self.gw.log().count("apim: snapshot seq")
         for _ in range(5):
             t0 = time.monotonic()
             self.undeploy()
@@ -298,6 +299,9 @@ class GatewayFeedTest(unittest.TestCase):
             self.wait_for(tok, 200)
             up.append(time.monotonic() - t0)
         self.assertLess(statistics.median(up), 1.0)
+        # each change came as a delta (/changes), not as a full snapshot
+        self.assertEqual(self.gw.log().count("apim: snapshot seq"), fulls)
+        self.assertIn("apim: delta seq", self.gw.log())
         sys.stderr.write("\n[gateway feed] deploy-to-callable: median %.0f ms, max %.0f ms "
                          "(n=%d); undeploy-to-900906: median %.0f ms\n"
                          % (1000 * statistics.median(up), 1000 * max(up), len(up),

@@ -6,6 +6,8 @@
 
 #include "ngx_http_apim_module.h"
 
+#include <malloc.h>
+
 
 /* per worker state; the snapshot pointer is the only thing both threads use */
 ngx_http_apim_snap_t          *ngx_http_apim_current;
@@ -37,6 +39,18 @@ ngx_http_apim_file_changed(struct stat *now)
 }
 
 
+/* CPU time of the calling thread */
+static ngx_msec_t
+ngx_http_apim_cpu_ms(void)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+
+    return (ngx_msec_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+
 ngx_msec_t
 ngx_http_apim_now_ms(void)
 {
@@ -51,20 +65,28 @@ ngx_http_apim_now_ms(void)
 static void
 ngx_http_apim_reap(ngx_uint_t all)
 {
+    ngx_uint_t             freed;
     ngx_msec_t             now;
     ngx_http_apim_snap_t  *s, **pp;
 
     now = ngx_http_apim_now_ms();
     pp = &ngx_http_apim_retired;
+    freed = 0;
 
     while (*pp) {
         s = *pp;
         if (all || now - s->retired_at >= APIM_GRACE_MS) {
             *pp = s->retired_next;
             ngx_http_apim_snap_free(s);
+            freed = 1;
             continue;
         }
         pp = &s->retired_next;
+    }
+
+    if (freed) {
+        /* a full snapshot's worth may have gone: give it back */
+        malloc_trim(0);
     }
 }
 
@@ -135,16 +157,29 @@ ngx_http_apim_thread_main(void *arg)
 /* -- control plane feed (background thread, feed mode) ------------------- */
 
 /*
- * Feed mode (apim_control_plane_url set). The thread loads the cache file,
- * then fetches /internal/data/v1/snapshot?gatewayLabel= with libcurl and
- * swaps it in, writing the body to the cache file (temp + rename, so the
- * workers sharing the file never read half of one). It follows changes two
- * ways: NATS (subject apim.>; libnats calls back on its own thread, which
- * only raises ngx_http_apim_wanted to the highest seq seen and wakes us)
- * and a poll of /internal/data/v1/sequence every APIM_SEQ_POLL_MS, which
- * works with NATS down. Whenever wanted > the current snapshot's seq, the
- * thread refetches the full snapshot; fetches run one at a time on this
- * thread, so a burst of events is coalesced into one or two fetches.
+ * Feed mode (apim_control_plane_url set). The thread loads the cache file
+ * (and the deltas journaled after it), then fetches
+ * /internal/data/v1/snapshot?gatewayLabel= with libcurl and swaps it in,
+ * writing the body to the cache file (temp + rename, so the workers sharing
+ * the file never read half of one). It follows changes two ways: NATS
+ * (subject apim.>; libnats calls back on its own thread, which only raises
+ * ngx_http_apim_wanted to the highest seq seen and wakes us) and a poll of
+ * /internal/data/v1/sequence every APIM_SEQ_POLL_MS, which works with NATS
+ * down. Whenever wanted > the current snapshot's seq, the thread fetches
+ * /internal/data/v1/changes?since=<current seq>: what changed since, applied
+ * on top of the current snapshot (ngx_http_apim_snap_delta), and appended to
+ * the cache's journal (<cache>.delta). A lost NATS message is a gap that the
+ * next event or heartbeat reveals (its seq > ours), and the delta since our
+ * seq covers it. Fetches run one at a time on this thread, so a burst of
+ * events is coalesced into one or two fetches.
+ *
+ * A full snapshot instead: at start, when the control plane answers again
+ * after an outage, when it has no delta for us ("full": log purged, gap too
+ * large, a change a delta does not carry), every APIM_MAX_DELTAS deltas (to
+ * drop what replaced entries leave in the arenas), and when the control
+ * plane's sequence went backwards (its database was restored: seen by the
+ * sequence poll, a delta, or an event with a lower seq, which asks for an
+ * immediate poll).
  *
  * Logging: only this thread logs (never the NATS callback), with
  * ngx_log_error on the cycle log, which formats into a stack buffer and
@@ -154,12 +189,17 @@ ngx_http_apim_thread_main(void *arg)
 #define APIM_SEQ_POLL_MS    2000
 #define APIM_RETRY_MS       1000
 #define APIM_MAX_BODY       (512 * 1024 * 1024)
+#define APIM_MAX_DELTAS     64
+#define APIM_MAX_JOURNAL    (64 * 1024 * 1024)
 
 
+/* a response body: in memory, or (to_file) written to fd as it comes */
 typedef struct {
     char                       *data;
     size_t                      len;
     size_t                      cap;
+    ngx_uint_t                  to_file;
+    int                         fd;
 } ngx_http_apim_buf_t;
 
 
@@ -173,6 +213,8 @@ static int64_t                 ngx_http_apim_wanted;     /* atomic */
 static ngx_uint_t              ngx_http_apim_wake;       /* under stop_lock */
 static int                     ngx_http_apim_poll_now;   /* atomic */
 static ngx_uint_t              ngx_http_apim_cp_down;    /* feed thread */
+static ngx_uint_t              ngx_http_apim_need_full;  /* feed thread */
+static int64_t                 ngx_http_apim_have;       /* atomic: our seq */
 
 
 static char *
@@ -197,6 +239,7 @@ ngx_http_apim_publish(ngx_http_apim_snap_t *fresh)
 
     old = __atomic_exchange_n(&ngx_http_apim_current, fresh,
                               __ATOMIC_ACQ_REL);
+    __atomic_store_n(&ngx_http_apim_have, fresh->seq, __ATOMIC_RELEASE);
 
     if (old != NULL) {
         old->retired_at = ngx_http_apim_now_ms();
@@ -268,6 +311,7 @@ ngx_http_apim_on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
     void *closure)
 {
     json_t        *doc;
+    int64_t        seq;
     json_error_t   err;
 
     (void) nc;
@@ -277,8 +321,18 @@ ngx_http_apim_on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
     doc = json_loadb(natsMsg_GetData(msg), natsMsg_GetDataLength(msg), 0,
                      &err);
     if (doc != NULL) {
+        seq = json_integer_value(json_object_get(doc, "seq"));
+
         if (json_is_integer(json_object_get(doc, "seq"))) {
-            ngx_http_apim_want(json_integer_value(json_object_get(doc, "seq")));
+            if (seq < __atomic_load_n(&ngx_http_apim_have, __ATOMIC_ACQUIRE)) {
+                /* behind us: a lagging node, or a restored database */
+                __atomic_store_n(&ngx_http_apim_poll_now, 1,
+                                 __ATOMIC_RELEASE);
+                ngx_http_apim_wakeup();
+
+            } else {
+                ngx_http_apim_want(seq);
+            }
         }
         json_decref(doc);
     }
@@ -292,10 +346,28 @@ ngx_http_apim_curl_write(char *ptr, size_t size, size_t nmemb, void *arg)
 {
     size_t                n, cap;
     char                 *p;
+    ssize_t               w;
     ngx_http_apim_buf_t  *b;
 
     b = arg;
     n = size * nmemb;
+
+    if (b->to_file) {
+        if (b->len + n > APIM_MAX_BODY) {
+            return 0;
+        }
+
+        for (cap = 0; cap < n; cap += w) {
+            w = write(b->fd, ptr + cap, n - cap);
+            if (w <= 0) {
+                return 0;
+            }
+        }
+
+        b->len += n;
+
+        return n;
+    }
 
     if (b->len + n + 1 > b->cap) {
         cap = b->cap ? b->cap : 65536;
@@ -403,9 +475,11 @@ ngx_http_apim_get(CURL *curl, const char *path, ngx_http_apim_buf_t *b,
 
     if (ngx_http_apim_cp_down) {
         ngx_log_error(NGX_LOG_NOTICE, log, 0,
-                      "apim: control plane \"%s\" answers again",
-                      ngx_http_apim_cp_url);
+                      "apim: control plane \"%s\" answers again; full "
+                      "resync", ngx_http_apim_cp_url);
         ngx_http_apim_cp_down = 0;
+        /* what happened meanwhile may be more than a delta shows */
+        ngx_http_apim_need_full = 1;
     }
 
     free(url);
@@ -414,68 +488,193 @@ ngx_http_apim_get(CURL *curl, const char *path, ngx_http_apim_buf_t *b,
 }
 
 
-static void
-ngx_http_apim_write_cache(ngx_http_apim_buf_t *b, ngx_log_t *log)
+/* a temporary file next to the cache for a snapshot to come, or -1 */
+static int
+ngx_http_apim_cache_open(char **tmp, ngx_log_t *log)
 {
-    int       fd;
-    char     *tmp;
-    size_t    n, off;
-    ssize_t   w;
+    int     fd;
+    size_t  n;
+
+    *tmp = NULL;
 
     if (ngx_http_apim_cache == NULL) {
-        return;
+        return -1;
     }
 
     n = strlen(ngx_http_apim_cache) + 32;
-    tmp = malloc(n);
-    if (tmp == NULL) {
-        return;
+    *tmp = malloc(n);
+    if (*tmp == NULL) {
+        return -1;
     }
 
-    snprintf(tmp, n, "%s.%d.tmp", ngx_http_apim_cache, (int) getpid());
+    snprintf(*tmp, n, "%s.%d.tmp", ngx_http_apim_cache, (int) getpid());
 
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    fd = open(*tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd == -1) {
         ngx_log_error(NGX_LOG_WARN, log, ngx_errno,
-                      "apim: cannot write cache \"%s\"", tmp);
-        free(tmp);
-        return;
+                      "apim: cannot write cache \"%s\"", *tmp);
+        free(*tmp);
+        *tmp = NULL;
     }
 
-    for (off = 0; off < b->len; off += w) {
-        w = write(fd, b->data + off, b->len - off);
-        if (w <= 0) {
-            ngx_log_error(NGX_LOG_WARN, log, ngx_errno,
-                          "apim: cannot write cache \"%s\"", tmp);
-            close(fd);
-            unlink(tmp);
-            free(tmp);
-            return;
-        }
+    return fd;
+}
+
+
+/* the temporary file becomes the cache (ok), or goes; closes fd */
+static void
+ngx_http_apim_cache_close(int fd, char *tmp, ngx_uint_t ok, ngx_log_t *log)
+{
+    size_t  n;
+
+    if (fd == -1) {
+        return;
     }
 
     (void) fchmod(fd, 0644);
 
-    if (close(fd) != 0 || rename(tmp, ngx_http_apim_cache) != 0) {
-        ngx_log_error(NGX_LOG_WARN, log, ngx_errno,
-                      "apim: cannot replace cache \"%s\"",
-                      ngx_http_apim_cache);
+    if (close(fd) != 0 || !ok || rename(tmp, ngx_http_apim_cache) != 0) {
+        if (ok) {
+            ngx_log_error(NGX_LOG_WARN, log, ngx_errno,
+                          "apim: cannot replace cache \"%s\"",
+                          ngx_http_apim_cache);
+        }
         unlink(tmp);
+
+    } else {
+        /* the deltas before this snapshot are in it */
+        n = strlen(tmp) + 1;
+        snprintf(tmp, n, "%s.delta", ngx_http_apim_cache);
+        (void) unlink(tmp);
     }
 
     free(tmp);
 }
 
 
+/* appends one delta (a line of JSON) to the cache's journal */
+static void
+ngx_http_apim_journal(const char *data, size_t len, ngx_log_t *log)
+{
+    int      fd;
+    char    *path, *line;
+    size_t   n;
+    off_t    size;
+
+    if (ngx_http_apim_cache == NULL) {
+        return;
+    }
+
+    n = strlen(ngx_http_apim_cache) + 8;
+    path = malloc(n);
+    line = malloc(len + 1);
+    if (path == NULL || line == NULL) {
+        free(path);
+        free(line);
+        return;
+    }
+
+    snprintf(path, n, "%s.delta", ngx_http_apim_cache);
+
+    /* one write of the whole line: O_APPEND keeps workers' lines whole */
+    ngx_memcpy(line, data, len);
+    line[len] = '\n';
+
+    fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd == -1) {
+        ngx_log_error(NGX_LOG_WARN, log, ngx_errno,
+                      "apim: cannot write journal \"%s\"", path);
+        goto done;
+    }
+
+    size = lseek(fd, 0, SEEK_END);
+
+    if (size >= 0 && size + (off_t) len < APIM_MAX_JOURNAL
+        && write(fd, line, len + 1) != (ssize_t) (len + 1))
+    {
+        ngx_log_error(NGX_LOG_WARN, log, ngx_errno,
+                      "apim: cannot write journal \"%s\"", path);
+    }
+
+    close(fd);
+
+done:
+
+    free(path);
+    free(line);
+}
+
+
+/* the cache's journal on top of s (just loaded from the cache) */
+static ngx_http_apim_snap_t *
+ngx_http_apim_replay(ngx_http_apim_snap_t *s, ngx_log_t *log)
+{
+    FILE                  *f;
+    char                  *path, *line;
+    size_t                 n, cap;
+    json_t                *doc;
+    ssize_t                len;
+    ngx_uint_t             applied;
+    json_error_t           err;
+    ngx_http_apim_snap_t  *fresh;
+
+    n = strlen(ngx_http_apim_cache) + 8;
+    path = malloc(n);
+    if (path == NULL) {
+        return s;
+    }
+
+    snprintf(path, n, "%s.delta", ngx_http_apim_cache);
+
+    f = fopen(path, "re");
+    free(path);
+    if (f == NULL) {
+        return s;
+    }
+
+    line = NULL;
+    cap = 0;
+    applied = 0;
+
+    while ((len = getline(&line, &cap, f)) > 0) {
+        doc = json_loadb(line, len, 0, &err);
+
+        /* any delta that starts at or before our seq and ends after it */
+        if (doc != NULL
+            && json_integer_value(json_object_get(doc, "since")) <= s->seq
+            && json_integer_value(json_object_get(doc, "seq")) > s->seq)
+        {
+            fresh = ngx_http_apim_snap_delta(s, doc, log);
+            if (fresh != NULL) {
+                ngx_http_apim_snap_free(s);
+                s = fresh;
+                applied++;
+            }
+        }
+
+        json_decref(doc);
+    }
+
+    free(line);
+    fclose(f);
+
+    if (applied) {
+        ngx_log_error(NGX_LOG_NOTICE, log, 0,
+                      "apim: %ui journaled deltas applied to the cache, "
+                      "seq %L", applied, s->seq);
+    }
+
+    return s;
+}
+
+
 static ngx_int_t
 ngx_http_apim_fetch(CURL *curl, ngx_log_t *log)
 {
-    char                  *path, *esc;
+    char                  *path, *esc, *tmp;
     size_t                 n;
-    json_t                *root;
     ngx_int_t              rc;
-    json_error_t           err;
-    ngx_msec_t             t0, t1, t2;
+    ngx_msec_t             t0, t1, t2, cpu;
     ngx_http_apim_buf_t    b;
     ngx_http_apim_snap_t  *fresh;
 
@@ -496,6 +695,106 @@ ngx_http_apim_fetch(CURL *curl, ngx_log_t *log)
 
     t0 = ngx_http_apim_now_ms();
     ngx_memzero(&b, sizeof(b));
+
+    /* with a cache file, the body goes there and is parsed from there: it
+     * never is in memory whole */
+    b.fd = ngx_http_apim_cache_open(&tmp, log);
+    b.to_file = b.fd != -1;
+
+    rc = ngx_http_apim_get(curl, path, &b, log);
+    free(path);
+    t1 = ngx_http_apim_now_ms();
+    cpu = ngx_http_apim_cpu_ms();
+
+    fresh = NULL;
+
+    if (rc == NGX_OK) {
+        if (b.to_file) {
+            fresh = lseek(b.fd, 0, SEEK_SET) == 0
+                    ? ngx_http_apim_snap_load_fd(b.fd, ngx_http_apim_cp_url,
+                                                 log)
+                    : NULL;
+
+        } else {
+            fresh = ngx_http_apim_snap_parse(b.data, b.len,
+                                             ngx_http_apim_cp_url, log);
+        }
+    }
+
+    free(b.data);
+
+    if (fresh == NULL) {
+        ngx_http_apim_cache_close(b.fd, tmp, 0, log);
+        return NGX_ERROR;
+    }
+
+    if (fresh->seq < ngx_http_apim_current_seq()) {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "apim: the control plane's sequence went back from "
+                      "%L to %L (database restored?): serving its data",
+                      ngx_http_apim_current_seq(), fresh->seq);
+    }
+
+    /* what we waited for may be from before a restore */
+    __atomic_store_n(&ngx_http_apim_wanted, fresh->seq, __ATOMIC_RELEASE);
+    ngx_http_apim_need_full = 0;
+
+    ngx_http_apim_publish(fresh);
+    t2 = ngx_http_apim_now_ms();
+    cpu = ngx_http_apim_cpu_ms() - cpu;
+    ngx_http_apim_cache_close(b.fd, tmp, 1, log);
+    malloc_trim(0);
+
+    ngx_log_error(NGX_LOG_NOTICE, log, 0,
+                  "apim: snapshot seq %L (%uz API routes, %uz subscriptions, %uz "
+                  "bytes, %uz kB held) from the control plane: fetch %M ms, "
+                  "parse+swap %M ms (%M ms of CPU), cache %M ms",
+                  fresh->seq, fresh->apis.n, fresh->subs.n, b.len,
+                  ngx_http_apim_snap_bytes(fresh) / 1024,
+                  t1 - t0, t2 - t1, cpu, ngx_http_apim_now_ms() - t2);
+
+    return NGX_OK;
+}
+
+
+/*
+ * GET /changes?since=<our seq>: NGX_OK (applied, or nothing new),
+ * NGX_DECLINED (a full snapshot is needed), NGX_ERROR (try again later).
+ */
+static ngx_int_t
+ngx_http_apim_fetch_delta(CURL *curl, ngx_log_t *log)
+{
+    char                  *path, *esc;
+    size_t                 n;
+    json_t                *doc;
+    int64_t                cur, seq;
+    ngx_int_t              rc;
+    json_error_t           err;
+    ngx_msec_t             t0, t1, t2;
+    ngx_http_apim_buf_t    b;
+    ngx_http_apim_snap_t  *fresh, *now;
+
+    now = __atomic_load_n(&ngx_http_apim_current, __ATOMIC_ACQUIRE);
+    cur = now->seq;
+
+    esc = curl_easy_escape(curl, ngx_http_apim_label, 0);
+    if (esc == NULL) {
+        return NGX_ERROR;
+    }
+
+    n = strlen(esc) + 96;
+    path = malloc(n);
+    if (path == NULL) {
+        curl_free(esc);
+        return NGX_ERROR;
+    }
+
+    snprintf(path, n, "/internal/data/v1/changes?since=%lld&gatewayLabel=%s",
+             (long long) cur, esc);
+    curl_free(esc);
+
+    t0 = ngx_http_apim_now_ms();
+    ngx_memzero(&b, sizeof(b));
     rc = ngx_http_apim_get(curl, path, &b, log);
     free(path);
     t1 = ngx_http_apim_now_ms();
@@ -505,35 +804,55 @@ ngx_http_apim_fetch(CURL *curl, ngx_log_t *log)
         return NGX_ERROR;
     }
 
-    root = json_loadb(b.data, b.len, 0, &err);
-    if (root == NULL || !json_is_object(root)) {
+    doc = json_loadb(b.data, b.len, 0, &err);
+    if (!json_is_object(doc)
+        || !json_is_integer(json_object_get(doc, "seq")))
+    {
         ngx_log_error(NGX_LOG_ERR, log, 0,
-                      "apim: bad snapshot from the control plane: %s",
-                      root ? "not an object" : err.text);
-        json_decref(root);
+                      "apim: bad delta from the control plane: %s",
+                      doc ? "not an object with a seq" : err.text);
+        json_decref(doc);
         free(b.data);
         return NGX_ERROR;
     }
 
-    fresh = ngx_http_apim_snap_build(root, ngx_http_apim_cp_url, log);
-    if (fresh == NULL) {
-        free(b.data);
-        return NGX_ERROR;
+    seq = json_integer_value(json_object_get(doc, "seq"));
+    rc = NGX_OK;
+
+    if (seq < cur) {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "apim: the control plane's sequence went back from "
+                      "%L to %L (database restored?): full resync", cur, seq);
+        rc = NGX_DECLINED;
+
+    } else if (json_is_true(json_object_get(doc, "full"))) {
+        ngx_log_error(NGX_LOG_NOTICE, log, 0,
+                      "apim: no delta from seq %L to %L (%s): full resync",
+                      cur, seq, ngx_http_apim_jstr(doc, "reason")
+                                ? ngx_http_apim_jstr(doc, "reason") : "-");
+        rc = NGX_DECLINED;
+
+    } else if (seq > cur) {
+        fresh = ngx_http_apim_snap_delta(now, doc, log);
+        if (fresh == NULL) {
+            rc = NGX_DECLINED;
+
+        } else {
+            ngx_http_apim_publish(fresh);
+            t2 = ngx_http_apim_now_ms();
+            ngx_http_apim_journal(b.data, b.len, log);
+
+            ngx_log_error(NGX_LOG_NOTICE, log, 0,
+                          "apim: delta seq %L..%L applied (%uz bytes): fetch "
+                          "%M ms, apply+swap %M ms",
+                          cur, seq, b.len, t1 - t0, t2 - t1);
+        }
     }
 
-    ngx_http_apim_publish(fresh);
-    t2 = ngx_http_apim_now_ms();
-    ngx_http_apim_write_cache(&b, log);
-
-    ngx_log_error(NGX_LOG_NOTICE, log, 0,
-                  "apim: snapshot seq %L (%uz APIs, %uz bytes) from the "
-                  "control plane: fetch %M ms, parse+swap %M ms, cache %M ms",
-                  fresh->seq, json_array_size(json_object_get(fresh->root,
-                                                              "apis")),
-                  b.len, t1 - t0, t2 - t1, ngx_http_apim_now_ms() - t2);
+    json_decref(doc);
     free(b.data);
 
-    return NGX_OK;
+    return rc;
 }
 
 
@@ -541,6 +860,7 @@ static void
 ngx_http_apim_poll_seq(CURL *curl, ngx_log_t *log)
 {
     json_t               *doc;
+    int64_t               seq, cur;
     json_error_t          err;
     ngx_http_apim_buf_t   b;
 
@@ -551,7 +871,21 @@ ngx_http_apim_poll_seq(CURL *curl, ngx_log_t *log)
     {
         doc = json_loadb(b.data, b.len, 0, &err);
         if (doc != NULL && json_is_integer(json_object_get(doc, "seq"))) {
-            ngx_http_apim_want(json_integer_value(json_object_get(doc, "seq")));
+            seq = json_integer_value(json_object_get(doc, "seq"));
+            cur = ngx_http_apim_current_seq();
+
+            if (seq < cur) {
+                ngx_log_error(NGX_LOG_WARN, log, 0,
+                              "apim: the control plane's sequence went back "
+                              "from %L to %L (database restored?): full "
+                              "resync", cur, seq);
+                ngx_http_apim_need_full = 1;
+                __atomic_store_n(&ngx_http_apim_wanted, seq,
+                                 __ATOMIC_RELEASE);
+
+            } else {
+                ngx_http_apim_want(seq);
+            }
         }
         json_decref(doc);
     }
@@ -634,6 +968,7 @@ ngx_http_apim_feed_main(void *arg)
 {
     int                    stop, initial;
     CURL                  *curl;
+    ngx_int_t              rc;
     int64_t                wanted, cur;
     ngx_log_t             *log;
     ngx_msec_t             now, next_poll, next_fetch, next_nats;
@@ -651,6 +986,7 @@ ngx_http_apim_feed_main(void *arg)
     {
         fresh = ngx_http_apim_snap_load(ngx_http_apim_cache, log);
         if (fresh != NULL) {
+            fresh = ngx_http_apim_replay(fresh, log);
             ngx_http_apim_publish(fresh);
             ngx_log_error(NGX_LOG_NOTICE, log, 0,
                           "apim: serving cached snapshot seq %L from \"%s\"",
@@ -692,9 +1028,23 @@ ngx_http_apim_feed_main(void *arg)
         cur = ngx_http_apim_current_seq();
 
         if ((ngx_msec_int_t) (now - next_fetch) >= 0
-            && (initial || wanted > cur))
+            && (initial || ngx_http_apim_need_full || wanted > cur))
         {
-            if (ngx_http_apim_fetch(curl, log) == NGX_OK) {
+            if (initial || ngx_http_apim_need_full || cur < 0
+                || ngx_http_apim_current->deltas >= APIM_MAX_DELTAS)
+            {
+                rc = ngx_http_apim_fetch(curl, log);
+
+            } else {
+                rc = ngx_http_apim_fetch_delta(curl, log);
+                if (rc == NGX_DECLINED) {
+                    ngx_http_apim_need_full = 1;
+                    next_fetch = now;
+                    continue;
+                }
+            }
+
+            if (rc == NGX_OK) {
                 initial = 0;
 
                 if (__atomic_load_n(&ngx_http_apim_wanted, __ATOMIC_ACQUIRE)
@@ -793,6 +1143,8 @@ ngx_http_apim_init_feed(ngx_cycle_t *cycle, ngx_http_apim_main_conf_t *amcf)
     }
 
     ngx_http_apim_wanted = -1;
+    ngx_http_apim_have = -1;
+    ngx_http_apim_need_full = 0;
     ngx_http_apim_stopping = 0;
 
     err = pthread_create(&ngx_http_apim_thread, NULL,

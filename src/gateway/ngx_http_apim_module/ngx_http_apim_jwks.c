@@ -334,12 +334,20 @@ ngx_http_apim_issuers_build(ngx_http_apim_snap_t *s, json_t *key_managers,
             continue;
         }
 
+        /* copies: the JSON is gone once the snapshot is built */
         is = &out->list[out->n];
-        is->name = ngx_http_apim_jstr(km, "name");
-        is->issuer = issuer;
-        is->url = url;
-        is->consumer_key_claim = ngx_http_apim_jstr(km, "consumerKeyClaim");
-        is->scopes_claim = ngx_http_apim_jstr(km, "scopesClaim");
+        is->name = ngx_http_apim_strdup(s, ngx_http_apim_jstr(km, "name"));
+        is->issuer = ngx_http_apim_strdup(s, issuer);
+        is->url = ngx_http_apim_strdup(s, url);
+        is->consumer_key_claim = ngx_http_apim_strdup(s,
+                                     ngx_http_apim_jstr(km, "consumerKeyClaim"));
+        is->scopes_claim = ngx_http_apim_strdup(s,
+                                     ngx_http_apim_jstr(km, "scopesClaim"));
+
+        if (is->issuer == NULL || is->url == NULL) {
+            ngx_http_apim_wants_free(want, out->n);
+            return NULL;
+        }
 
         w.issuer = (char *) issuer;
         w.url = (char *) url;

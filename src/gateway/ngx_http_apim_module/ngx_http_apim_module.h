@@ -46,7 +46,15 @@ typedef struct {
 } ngx_http_apim_loc_conf_t;
 
 
-/* one string -> value map, open addressing, built once, read-only after */
+/*
+ * One string -> value map, open addressing (linear probing). Its slots
+ * are in pages of at most APIM_MAP_PAGE; a snapshot made by a delta shares
+ * the old snapshot's pages and copies only those it writes (refs: maps
+ * using the page; the feed thread alone changes it). Keys and values live
+ * in the arenas. Read-only once published.
+ */
+#define APIM_MAP_PAGE       4096
+
 typedef struct {
     const char                 *key;
     size_t                      len;
@@ -54,8 +62,14 @@ typedef struct {
 } ngx_http_apim_slot_t;
 
 typedef struct {
-    ngx_http_apim_slot_t       *slots;
+    ngx_uint_t                  refs;
+    ngx_http_apim_slot_t        slots[];
+} ngx_http_apim_page_t;
+
+typedef struct {
+    ngx_http_apim_page_t      **pages;      /* malloc'd, this map's own */
     size_t                      cap;        /* power of two, or 0 */
+    size_t                      n;          /* keys in use */
 } ngx_http_apim_map_t;
 
 
@@ -121,6 +135,7 @@ typedef struct {
 } ngx_http_apim_jwk_t;
 
 
+/* one large block of an arena */
 typedef struct ngx_http_apim_mem_s  ngx_http_apim_mem_t;
 
 struct ngx_http_apim_mem_s {
@@ -132,17 +147,37 @@ struct ngx_http_apim_mem_s {
 typedef struct ngx_http_apim_issuers_s  ngx_http_apim_issuers_t;
 
 
+/*
+ * Bump allocator in large blocks. A full build fills one arena; each delta
+ * adds a small one. A snapshot references every arena its entries live in
+ * (refs: snapshots using it; the feed thread alone changes it), so an
+ * entry shared by consecutive snapshots lives as long as the last of them.
+ */
+typedef struct {
+    ngx_uint_t                  refs;
+    ngx_http_apim_mem_t        *blocks;
+    u_char                     *pos;
+    u_char                     *end;
+    size_t                      block;      /* size of the next block */
+    size_t                      size;       /* bytes in blocks */
+} ngx_http_apim_arena_t;
+
+
 typedef struct ngx_http_apim_snap_s  ngx_http_apim_snap_t;
 
 struct ngx_http_apim_snap_s {
-    json_t                     *root;
+    json_t                     *root;       /* while building only: "seq",
+                                               "keyManagers"; NULL after */
     int64_t                     seq;        /* control plane change seq */
-    ngx_http_apim_mem_t        *mem;        /* every malloc of this snapshot */
+    ngx_http_apim_arena_t      *arena;      /* where alloc() goes */
+    ngx_http_apim_arena_t     **arenas;     /* every arena used (malloc'd) */
+    size_t                      narenas;
+    ngx_uint_t                  deltas;     /* applied since the last full */
     ngx_http_apim_map_t         apis;       /* "/ctx/ver" and "/ctx" (default) */
     ngx_http_apim_map_t         apps;       /* id -> app */
     ngx_http_apim_map_t         keys;       /* consumerKey -> keymap */
     ngx_http_apim_map_t         subs;       /* "appId\napiId" -> sub */
-    ngx_http_apim_map_t         revoked;    /* jti -> json */
+    ngx_http_apim_map_t         revoked;    /* jti -> non-NULL */
     ngx_http_apim_map_t         jwks;       /* kid -> jwk */
     ngx_http_apim_jwk_t       **pkeys;      /* for EVP_PKEY_free */
     size_t                      npkeys;
@@ -198,7 +233,19 @@ const char *ngx_http_apim_jstr(json_t *o, const char *name);
 ngx_http_apim_snap_t *ngx_http_apim_snap_build(json_t *root, const char *path,
     ngx_log_t *log);
 ngx_http_apim_snap_t *ngx_http_apim_snap_load(const char *path, ngx_log_t *log);
+/* a full snapshot from its JSON text, parsed one entry at a time: in
+ * memory, or read from fd through a small window */
+ngx_http_apim_snap_t *ngx_http_apim_snap_parse(const char *data, size_t len,
+    const char *path, ngx_log_t *log);
+ngx_http_apim_snap_t *ngx_http_apim_snap_load_fd(int fd, const char *path,
+    ngx_log_t *log);
+/* a new snapshot: old with a delta of /internal/data/v1/changes applied;
+ * shares old's unchanged entries */
+ngx_http_apim_snap_t *ngx_http_apim_snap_delta(ngx_http_apim_snap_t *old,
+    json_t *delta, ngx_log_t *log);
 void ngx_http_apim_snap_free(ngx_http_apim_snap_t *s);
+/* bytes held by the arenas s uses (for logs) */
+size_t ngx_http_apim_snap_bytes(const ngx_http_apim_snap_t *s);
 
 void *ngx_http_apim_strdup(ngx_http_apim_snap_t *s, const char *str);
 
