@@ -200,7 +200,15 @@ class GatewayProfileTest(unittest.TestCase):
         conf = open(os.path.join(g.home, "gateway", "nginx.conf")).read()
         self.assertIn("daemon off;", conf)
         self.assertIn("listen 127.0.0.1:%d;" % g.port, conf)
-        self.assertIn("proxy_pass $apim_backend$apim_rest$is_args$args;", conf)
+        # every API call goes to the module's balancer, connections reused
+        self.assertIn("upstream apim_backend {\n        apim_balancer;\n"
+                      "        keepalive 64;\n    }", conf)
+        self.assertIn("proxy_pass $apim_upstream_scheme://apim_backend"
+                      "$apim_upstream_uri$is_args$args;", conf)
+        self.assertIn("proxy_next_upstream error timeout;", conf)
+        self.assertIn("proxy_set_header Host $apim_upstream_host;", conf)
+        self.assertNotIn("proxy_ssl_verify", conf)
+        self.assertNotIn("apim_backend_jwt", conf)
         # the JSON access log names the API variables
         log = os.path.join(g.home, "gateway", "access.log")
         self.assertTrue(wait_for(lambda: os.path.exists(log) and os.path.getsize(log) > 0, 5))
@@ -209,6 +217,37 @@ class GatewayProfileTest(unittest.TestCase):
         self.assertEqual(rec["status"], 403)
         self.assertEqual(rec["uri"], "/no-such-api/1.0.0/items")
         self.assertIn("api_name", rec)
+
+    def test_backend_settings_are_rendered(self):
+        ca = os.path.join(tempfile.mkdtemp(prefix="apimtest-gwca-"), "ca.pem")
+        self.addCleanup(shutil.rmtree, os.path.dirname(ca), True)
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                        "-keyout", ca + ".key", "-out", ca, "-days", "2",
+                        "-subj", "/CN=test-ca"], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        g = self.start({"gateway": {"backend_keepalive": 7, "backend_ca_file": ca,
+                                    "backend_jwt": True}})
+        self.assert_900906(g.port)
+        conf = open(os.path.join(g.home, "gateway", "nginx.conf")).read()
+        self.assertIn("        keepalive 7;\n", conf)
+        self.assertIn("proxy_ssl_verify on;", conf)
+        self.assertIn('proxy_ssl_trusted_certificate "%s";' % ca, conf)
+        key = os.path.join(g.home, "gateway", "backend-jwt.pem")
+        with open(module_path(), "rb") as f:
+            knows_jwt = b"apim_backend_jwt_key\0" in f.read()
+        if not knows_jwt:
+            # a module without the backend JWT directives: a warning, no key
+            self.assertIn("gateway.backend_jwt is on", g.stderr())
+            self.assertNotIn("apim_backend_jwt", conf)
+            return
+        self.assertIn('apim_backend_jwt_key "%s";' % key, conf)
+        self.assertEqual(os.stat(key).st_mode & 0o777, 0o600)
+        pem = open(key).read()
+        self.assertIn("PRIVATE KEY", pem)
+        # the same key after a restart (backends keep trusting it)
+        g.proc.send_signal(signal.SIGHUP)
+        self.assertTrue(wait_for(lambda: g.stderr().count("reloads") >= 1, 10))
+        self.assertEqual(open(key).read(), pem)
 
     def test_sighup_reloads_with_the_same_master(self):
         g = self.start()
@@ -297,7 +336,11 @@ class GatewayProfileTest(unittest.TestCase):
 class Backend(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         out = json.dumps({"path": self.path,
-                          "authorization": self.headers.get("Authorization")}).encode()
+                          "authorization": self.headers.get("Authorization"),
+                          "host": self.headers.get("Host"),
+                          "x-forwarded-for": self.headers.get("X-Forwarded-For"),
+                          "x-forwarded-proto": self.headers.get("X-Forwarded-Proto")}
+                         ).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(out)))
@@ -386,6 +429,9 @@ class AllInOneGatewayTest(unittest.TestCase):
         status, js, body = last["r"]
         self.assertEqual(js["path"], "/be/items")
         self.assertIsNone(js["authorization"])  # the client's token is not forwarded
+        self.assertEqual(js["host"], "127.0.0.1:%d" % backend.server_port)
+        self.assertEqual(js["x-forwarded-for"], "127.0.0.1")
+        self.assertEqual(js["x-forwarded-proto"], "http")
 
 
 if __name__ == "__main__":

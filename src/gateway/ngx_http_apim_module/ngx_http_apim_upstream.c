@@ -25,6 +25,7 @@
  *   $apim_upstream_uri      the endpoint's path and $apim_rest
  *   $apim_upstream_host     host[:port] of the endpoint, for Host
  *   $apim_upstream_name     host of the endpoint being tried, for SNI
+ *                           (an IPv6 address in brackets: no SNI)
  * so that the rendered configuration proxies with
  *   proxy_pass $apim_upstream_scheme://apim_backend$apim_upstream_uri$is_args$args;
  * ngx_http_apim_upstream_set() (access phase) copies the endpoints of the
@@ -355,7 +356,9 @@ ngx_http_apim_upstream_endpoint(ngx_http_apim_snap_t *s, json_t *e,
         q--;
     }
 
-    if (ngx_http_apim_upstream_str(s, &ep->host, (u_char *) host, hl)
+    /* an IPv6 address keeps its brackets: nginx sends no SNI for it */
+    if (ngx_http_apim_upstream_str(s, &ep->host, *p == '[' ? p : h,
+                                   *p == '[' ? hl + 2 : hl)
            != NGX_OK
         || ngx_http_apim_upstream_str(s, &ep->authority, p, auth_end - p)
            != NGX_OK
