@@ -336,6 +336,7 @@ class GatewayProfileTest(unittest.TestCase):
 class Backend(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         out = json.dumps({"path": self.path,
+                          "backend": getattr(self.server, "label", ""),
                           "authorization": self.headers.get("Authorization"),
                           "host": self.headers.get("Host"),
                           "x-forwarded-for": self.headers.get("X-Forwarded-For"),
@@ -381,17 +382,21 @@ class AllInOneGatewayTest(unittest.TestCase):
         self.assertEqual(status, 403, body)
         self.assertEqual(js["code"], "900906")
 
-    def test_deployed_api_is_callable_through_the_gateway(self):
+    def start_backend(self, label="be"):
         backend = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Backend)
+        backend.label = label
         threading.Thread(target=backend.serve_forever, daemon=True).start()
         self.addCleanup(backend.server_close)
         self.addCleanup(backend.shutdown)
+        return backend
+
+    def deploy_subscribe_token(self, endpoint_config, prefix):
+        """An API with endpoint_config, deployed, published, subscribed:
+        (its name, an access token)."""
         c = self.srv.client()
-        name = pt.uniq("GwApi")
-        api = pt.create_api(self, c, name=name, policies=["Unlimited"], endpointConfig={
-            "endpoint_type": "http",
-            "production_endpoints": {"url": "http://127.0.0.1:%d/be"
-                                            % backend.server_port}})
+        name = pt.uniq(prefix)
+        api = pt.create_api(self, c, name=name, policies=["Unlimited"],
+                            endpointConfig=endpoint_config)
         r = c.post(pt.APIS + "/%s/revisions" % api["id"], json={"description": "r1"})
         self.assertEqual(r.status, 201, r)
         r = c.post(pt.APIS + "/%s/deploy-revision" % api["id"],
@@ -417,7 +422,42 @@ class AllInOneGatewayTest(unittest.TestCase):
             "/oauth2/token", data="grant_type=client_credentials", content_type=FORM,
             headers={"Authorization": basic(keys["consumerKey"], keys["consumerSecret"])})
         self.assertEqual(r.status, 200, r)
-        token = r.json["access_token"]
+        return name, r.json["access_token"]
+
+    def test_load_balanced_and_failover_endpoints_from_the_publisher(self):
+        a = self.start_backend("a")
+        b = self.start_backend("b")
+        down = apimtest.unused_port()
+        name, token = self.deploy_subscribe_token({
+            "endpoint_type": "load_balance",
+            "production_endpoints": [
+                {"url": "http://127.0.0.1:%d/lb" % a.server_port},
+                {"url": "http://127.0.0.1:%d/lb" % b.server_port}]}, "GwLb")
+        path = "/%s/1.0.0/items" % name.lower()
+        auth = {"Authorization": "Bearer " + token}
+        self.assertTrue(wait_for(lambda: get(self.gw_port, path, auth)[0] == 200, 15, 0.1))
+        seen = [get(self.gw_port, path, auth)[1]["backend"] for _ in range(4)]
+        self.assertEqual(sorted(set(seen)), ["a", "b"], seen)
+
+        name, token = self.deploy_subscribe_token({
+            "endpoint_type": "failover",
+            "production_endpoints": {"url": "http://127.0.0.1:%d/fo" % down},
+            "production_failovers": [{"url": "http://127.0.0.1:%d/fo" % b.server_port,
+                                      "config": {"actionDuration": "5000"}}]}, "GwFo")
+        path = "/%s/1.0.0/items" % name.lower()
+        auth = {"Authorization": "Bearer " + token}
+        self.assertTrue(wait_for(lambda: get(self.gw_port, path, auth)[0] == 200, 15, 0.1))
+        status, js, body = get(self.gw_port, path, auth)
+        self.assertEqual(status, 200, body)
+        self.assertEqual(js["backend"], "b")
+        self.assertEqual(js["path"], "/fo/items")
+
+    def test_deployed_api_is_callable_through_the_gateway(self):
+        backend = self.start_backend()
+        name, token = self.deploy_subscribe_token({
+            "endpoint_type": "http",
+            "production_endpoints": {"url": "http://127.0.0.1:%d/be"
+                                            % backend.server_port}}, "GwApi")
         path = "/%s/1.0.0/items" % name.lower()
         last = {}
 
