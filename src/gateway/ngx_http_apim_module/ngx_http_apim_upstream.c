@@ -11,7 +11,8 @@
  * as the Publisher stores it) is the endpoint's connect, send and read
  * timeout; without it nginx's proxy_*_timeout apply. http and https URLs;
  * the host is resolved by getaddrinfo() when the snapshot is built (by the
- * background thread, never on the request path); every address is a peer.
+ * background thread, never on the request path; kept 30 s per host and
+ * port); every address is a peer.
  *
  * Balancer. ngx_http_apim_upstream_module adds the directive
  *
@@ -46,6 +47,7 @@
 #include "ngx_http_apim_module.h"
 
 #include <netdb.h>
+#include <stdlib.h>
 #include <sys/socket.h>
 
 
@@ -246,6 +248,144 @@ ngx_http_apim_upstream_timeout(json_t *config)
 }
 
 
+/*
+ * Host names resolved by this thread, kept APIM_UPSTREAM_DNS_TTL seconds
+ * (failures APIM_UPSTREAM_DNS_NEG_TTL): a snapshot of many APIs on the same
+ * hosts resolves each once, and a rebuild after a change does not ask DNS
+ * again. Thread-local: only the thread that builds snapshots uses it.
+ */
+
+#define APIM_UPSTREAM_DNS_BUCKETS    256
+#define APIM_UPSTREAM_DNS_MAX        1024
+#define APIM_UPSTREAM_DNS_TTL        30
+#define APIM_UPSTREAM_DNS_NEG_TTL    5
+
+typedef struct ngx_http_apim_resolved_s  ngx_http_apim_resolved_t;
+
+struct ngx_http_apim_resolved_s {
+    ngx_http_apim_resolved_t   *next;
+    char                        host[256];
+    in_port_t                   port;
+    time_t                      expires;
+    int                         err;        /* getaddrinfo()'s, 0: none */
+    ngx_uint_t                  naddrs;
+    struct sockaddr_storage     addrs[APIM_UPSTREAM_MAX_ADDRS];
+    socklen_t                   socklen[APIM_UPSTREAM_MAX_ADDRS];
+};
+
+static __thread ngx_http_apim_resolved_t
+                        *ngx_http_apim_dns[APIM_UPSTREAM_DNS_BUCKETS];
+static __thread ngx_uint_t  ngx_http_apim_dns_count;
+
+
+static void
+ngx_http_apim_upstream_dns_flush(void)
+{
+    ngx_uint_t                 i;
+    ngx_http_apim_resolved_t  *r, *next;
+
+    for (i = 0; i < APIM_UPSTREAM_DNS_BUCKETS; i++) {
+        for (r = ngx_http_apim_dns[i]; r != NULL; r = next) {
+            next = r->next;
+            free(r);
+        }
+        ngx_http_apim_dns[i] = NULL;
+    }
+
+    ngx_http_apim_dns_count = 0;
+}
+
+
+/* NULL: out of memory */
+static ngx_http_apim_resolved_t *
+ngx_http_apim_upstream_resolve(const char *host, in_port_t port,
+    ngx_log_t *log)
+{
+    int                        rc;
+    char                       serv[8];
+    time_t                     now;
+    size_t                     len;
+    ngx_uint_t                 b;
+    struct addrinfo            hints, *res, *ai;
+    ngx_http_apim_resolved_t  *r, **pr;
+
+    now = time(NULL);
+    len = ngx_strlen(host);
+    b = (ngx_hash_key((u_char *) host, len) + port)
+        & (APIM_UPSTREAM_DNS_BUCKETS - 1);
+
+    for (pr = &ngx_http_apim_dns[b]; *pr != NULL; pr = &(*pr)->next) {
+        r = *pr;
+
+        if (r->port == port && ngx_strcmp(r->host, host) == 0) {
+            if (r->expires > now) {
+                return r;
+            }
+
+            *pr = r->next;
+            free(r);
+            ngx_http_apim_dns_count--;
+            break;
+        }
+    }
+
+    if (ngx_http_apim_dns_count >= APIM_UPSTREAM_DNS_MAX) {
+        ngx_http_apim_upstream_dns_flush();
+    }
+
+    r = calloc(1, sizeof(ngx_http_apim_resolved_t));
+    if (r == NULL) {
+        return NULL;
+    }
+
+    ngx_cpystrn((u_char *) r->host, (u_char *) host, sizeof(r->host));
+    r->port = port;
+
+    ngx_memzero(&hints, sizeof(struct addrinfo));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV;
+
+    ngx_sprintf((u_char *) serv, "%d%Z", (int) port);
+
+    rc = getaddrinfo(host, serv, &hints, &res);
+    if (rc != 0) {
+        r->err = rc;
+        r->expires = now + APIM_UPSTREAM_DNS_NEG_TTL;
+
+    } else {
+        for (ai = res; ai != NULL; ai = ai->ai_next) {
+            if (r->naddrs == APIM_UPSTREAM_MAX_ADDRS) {
+                break;
+            }
+
+            if ((ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
+                || ai->ai_addrlen > sizeof(struct sockaddr_storage))
+            {
+                continue;
+            }
+
+            ngx_memcpy(&r->addrs[r->naddrs], ai->ai_addr, ai->ai_addrlen);
+            r->socklen[r->naddrs] = ai->ai_addrlen;
+            r->naddrs++;
+        }
+
+        freeaddrinfo(res);
+        r->expires = now + APIM_UPSTREAM_DNS_TTL;
+    }
+
+    r->next = ngx_http_apim_dns[b];
+    ngx_http_apim_dns[b] = r;
+    ngx_http_apim_dns_count++;
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, log, 0,
+                   "apim: resolved %s:%d, %ui addresses", host, (int) port,
+                   r->naddrs);
+
+    return r;
+}
+
+
 /* one {"url": ..., "config": {...}} into ep; its addresses appended to
  * peers (at most max); NGX_DECLINED: not usable (logged) */
 static ngx_int_t
@@ -254,14 +394,14 @@ ngx_http_apim_upstream_endpoint(ngx_http_apim_snap_t *s, json_t *e,
     ngx_uint_t *npeers, ngx_uint_t max, ngx_log_t *log)
 {
     int               rc;
-    char              host[256], port[8];
+    char              host[256];
     size_t            len, hl;
     u_char           *p, *end, *h, *he, *auth_end, *q;
     in_port_t         pn;
     const char       *url;
     ngx_uint_t        n;
-    struct addrinfo   hints, *res, *ai;
-    ngx_http_apim_peer_t  *peer;
+    ngx_http_apim_peer_t      *peer;
+    ngx_http_apim_resolved_t  *ra;
 
     url = ngx_http_apim_jstr(e, "url");
     if (url == NULL) {
@@ -383,46 +523,36 @@ ngx_http_apim_upstream_endpoint(ngx_http_apim_snap_t *s, json_t *e,
     ep->timeout = ngx_http_apim_upstream_timeout(json_object_get(e, "config"));
 
     /* the addresses (this is the background thread: blocking is fine) */
-    ngx_memzero(&hints, sizeof(struct addrinfo));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_NUMERICSERV;
-
-    ngx_sprintf((u_char *) port, "%d%Z", (int) pn);
-
-    rc = getaddrinfo(host, port, &hints, &res);
-    if (rc != 0) {
-        ngx_log_error(NGX_LOG_ERR, log, 0,
-                      "apim: endpoint %s: cannot resolve \"%s\": %s",
-                      url, host, gai_strerror(rc));
-        ep->first = *npeers;
-        ep->naddrs = 0;
-        return NGX_OK;
-    }
-
     ep->first = *npeers;
     ep->naddrs = 0;
 
-    for (ai = res; ai != NULL; ai = ai->ai_next) {
-        if (ep->naddrs == APIM_UPSTREAM_MAX_ADDRS || *npeers == max) {
-            break;
-        }
+    ra = ngx_http_apim_upstream_resolve(host, pn, log);
+    if (ra == NULL) {
+        return NGX_ERROR;
+    }
 
-        if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6) {
-            continue;
+    if (ra->err != 0) {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "apim: endpoint %s: cannot resolve \"%s\": %s",
+                      url, host, gai_strerror(ra->err));
+        return NGX_OK;
+    }
+
+    for (n = 0; n < ra->naddrs; n++) {
+        if (*npeers == max) {
+            break;
         }
 
         peer = &peers[*npeers];
 
-        peer->sockaddr = ngx_http_apim_alloc(s, ai->ai_addrlen);
+        peer->sockaddr = ngx_http_apim_alloc(s, ra->socklen[n]);
         peer->name.data = ngx_http_apim_alloc(s, NGX_SOCKADDR_STRLEN);
         if (peer->sockaddr == NULL || peer->name.data == NULL) {
-            freeaddrinfo(res);
             return NGX_ERROR;
         }
 
-        ngx_memcpy(peer->sockaddr, ai->ai_addr, ai->ai_addrlen);
-        peer->socklen = ai->ai_addrlen;
+        ngx_memcpy(peer->sockaddr, &ra->addrs[n], ra->socklen[n]);
+        peer->socklen = ra->socklen[n];
         peer->name.len = ngx_sock_ntop(peer->sockaddr, peer->socklen,
                                        peer->name.data, NGX_SOCKADDR_STRLEN,
                                        1);
@@ -431,8 +561,6 @@ ngx_http_apim_upstream_endpoint(ngx_http_apim_snap_t *s, json_t *e,
         (*npeers)++;
         ep->naddrs++;
     }
-
-    freeaddrinfo(res);
 
     return NGX_OK;
 
