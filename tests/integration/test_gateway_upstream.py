@@ -170,6 +170,9 @@ class GatewayUpstreamTest(unittest.TestCase):
             api(6, "/tls", {"endpoint_type": "http",
                             "production_endpoints": {
                                 "url": "https://localhost:%d/secure" % cls.tls.server_port}}),
+            api(8, "/tls-ip", {"endpoint_type": "http",
+                               "production_endpoints": {
+                                   "url": "https://127.0.0.1:%d/secure" % cls.tls.server_port}}),
             api(7, "/down", {"endpoint_type": "failover",
                              "production_endpoints": {
                                  "url": "http://127.0.0.1:%d/" % cls.closed_port},
@@ -178,7 +181,9 @@ class GatewayUpstreamTest(unittest.TestCase):
         with open(os.path.join(cls.tmp, "snapshot.json"), "w") as f:
             json.dump({"seq": 1, "apis": apis, "applications": [], "keyMappings": [],
                        "subscriptions": [], "revokedJwts": [], "keyManagers": []}, f)
+        cls.cert = cert
         cls.port = free_port()
+        cls.verify_port = free_port()
         cls.start_nginx()
 
     @classmethod
@@ -240,8 +245,23 @@ http {
             proxy_set_header X-Forwarded-Proto $scheme;
         }
     }
+    server {
+        listen 127.0.0.1:%(verify_port)d;
+        location / {
+            apim_gateway on;
+            proxy_pass $apim_upstream_scheme://apim_backend$apim_upstream_uri$is_args$args;
+            proxy_set_header Host $apim_upstream_host;
+            proxy_ssl_server_name on;
+            proxy_ssl_name $apim_upstream_name;
+            proxy_ssl_verify on;
+            proxy_ssl_trusted_certificate %(cert)s;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
 }
-""" % {"module": MODULE, "dir": cls.tmp, "port": cls.port})
+""" % {"module": MODULE, "dir": cls.tmp, "port": cls.port,
+       "verify_port": cls.verify_port, "cert": cls.cert})
         with open(os.path.join(cls.tmp, "stderr.log"), "w") as err:
             cls.nginx = subprocess.Popen([NGINX, "-c", conf, "-p", cls.tmp + "/"],
                                          stdout=subprocess.DEVNULL, stderr=err)
@@ -265,8 +285,8 @@ http {
         except OSError:
             return ""
 
-    def call(self, path, headers=None, timeout=10):
-        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+    def call(self, path, headers=None, timeout=10, port=None):
+        c = http.client.HTTPConnection("127.0.0.1", port or self.port, timeout=timeout)
         try:
             c.request("GET", path, headers=headers or {})
             r = c.getresponse()
@@ -331,6 +351,26 @@ http {
         self.assertEqual(doc["path"], "/secure/hello")
         self.assertEqual(doc["sni"], "localhost")
         self.assertEqual(doc["headers"]["host"], "localhost:%d" % self.tls.server_port)
+        # TLS connections are reused too
+        before = self.tls.connections
+        for _ in range(4):
+            self.assertEqual(self.backend_of("/tls/v1/again")["sni"], "localhost")
+        self.assertLessEqual(self.tls.connections - before, 1)
+
+    def test_https_backend_verified_against_the_endpoint_host(self):
+        # verification on: the certificate names localhost, the endpoint too
+        st, doc, body = self.call("/tls/v1/hello", port=self.verify_port)
+        self.assertEqual(st, 200, body)
+        self.assertEqual(doc["sni"], "localhost")
+        # the same backend by IP address: the name does not match (and
+        # the connection verified for localhost is not reused for it)
+        st, _, body = self.call("/tls-ip/v1/hello", port=self.verify_port)
+        self.assertEqual(st, 502, body)
+        # without verification (the default) the IP endpoint is reached,
+        # with no SNI (RFC 6066: no IP addresses)
+        st, doc, body = self.call("/tls-ip/v1/hello")
+        self.assertEqual(st, 200, body)
+        self.assertEqual(doc["path"], "/secure/hello")
 
     def test_forwarded_headers_and_host(self):
         doc = self.backend_of("/keep/v1/fwd")

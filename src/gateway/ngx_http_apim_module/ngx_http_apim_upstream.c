@@ -386,6 +386,51 @@ ngx_http_apim_upstream_resolve(const char *host, in_port_t port,
 }
 
 
+/*
+ * nginx's keepalive module reuses a cached connection for a peer whose
+ * sockaddr (bytes and length) equals the cached one's. A TLS connection
+ * belongs to the name it was set up for (SNI, and the name its certificate
+ * was verified against), so the sockaddr of an https peer carries its
+ * endpoint's host after the address: two endpoints with different names on
+ * one address never share connections. connect() reads the address and
+ * ignores the bytes after it (Linux checks only the minimum length).
+ * Names that do not fit (in ngx_sockaddr_t, what the keepalive module
+ * copies) are tagged with their 64-bit FNV-1a hash.
+ */
+static size_t
+ngx_http_apim_upstream_tag_len(ngx_http_apim_endpoint_t *ep, socklen_t len)
+{
+    size_t  room;
+
+    room = sizeof(ngx_sockaddr_t) - len;    /* the keepalive cache's copy */
+
+    return ep->host.len + 1 <= room ? ep->host.len + 1 : sizeof(uint64_t);
+}
+
+
+static void
+ngx_http_apim_upstream_tag(ngx_http_apim_endpoint_t *ep, u_char *p,
+    size_t len)
+{
+    size_t    i;
+    uint64_t  h;
+
+    if (len == ep->host.len + 1) {
+        ngx_memcpy(p, ep->host.data, ep->host.len);
+        p[ep->host.len] = '\0';
+        return;
+    }
+
+    h = 14695981039346656037ULL;
+    for (i = 0; i < ep->host.len; i++) {
+        h ^= ep->host.data[i];
+        h *= 1099511628211ULL;
+    }
+
+    ngx_memcpy(p, &h, sizeof(uint64_t));
+}
+
+
 /* one {"url": ..., "config": {...}} into ep; its addresses appended to
  * peers (at most max); NGX_DECLINED: not usable (logged) */
 static ngx_int_t
@@ -400,6 +445,7 @@ ngx_http_apim_upstream_endpoint(ngx_http_apim_snap_t *s, json_t *e,
     in_port_t         pn;
     const char       *url;
     ngx_uint_t        n;
+    size_t                     tag;
     ngx_http_apim_peer_t      *peer;
     ngx_http_apim_resolved_t  *ra;
 
@@ -545,7 +591,10 @@ ngx_http_apim_upstream_endpoint(ngx_http_apim_snap_t *s, json_t *e,
 
         peer = &peers[*npeers];
 
-        peer->sockaddr = ngx_http_apim_alloc(s, ra->socklen[n]);
+        tag = ep->ssl ? ngx_http_apim_upstream_tag_len(ep, ra->socklen[n])
+                      : 0;
+
+        peer->sockaddr = ngx_http_apim_alloc(s, ra->socklen[n] + tag);
         peer->name.data = ngx_http_apim_alloc(s, NGX_SOCKADDR_STRLEN);
         if (peer->sockaddr == NULL || peer->name.data == NULL) {
             return NGX_ERROR;
@@ -556,6 +605,13 @@ ngx_http_apim_upstream_endpoint(ngx_http_apim_snap_t *s, json_t *e,
         peer->name.len = ngx_sock_ntop(peer->sockaddr, peer->socklen,
                                        peer->name.data, NGX_SOCKADDR_STRLEN,
                                        1);
+
+        if (tag) {
+            ngx_http_apim_upstream_tag(ep, (u_char *) peer->sockaddr
+                                           + peer->socklen, tag);
+            peer->socklen += tag;
+        }
+
         peer->endpoint = 0;     /* set by the caller */
 
         (*npeers)++;
