@@ -248,6 +248,20 @@ http {
         time.sleep(0.5)
         self.assertEqual(len(self.usage()), n)
 
+    def test_zzz_publishing_resumes_after_nats_restart(self):
+        self.sub.close()
+        self.nats.stop()
+        self.assertEqual(self.call("/pizzashack/1.0.0/health"), 200)  # NATS down: no harm
+        self.nats.start()
+        self.__class__.sub = te.NatsSub(self.nats.port)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not self.usage():
+            self.assertEqual(self.call("/pizzashack/1.0.0/health"), 200)
+            time.sleep(0.2)
+        self.assertTrue(self.usage(), "no usage message after NATS came back")
+        e = self.entries()[0]
+        self.assertEqual(e["resourceKey"], "%s/%s/health:GET" % (CTX, VER))
+
 
 if __name__ == "__main__":
     unittest.main()
