@@ -26,6 +26,7 @@ MODULE = gm.MODULE
 NGINX = gm.NGINX
 CTX = "/pizzashack"
 VER = "1.0.0"
+MANY = 250   # distinct resources: more than one message's 200 entries
 
 
 class GatewayUsageTest(unittest.TestCase):
@@ -58,7 +59,8 @@ class GatewayUsageTest(unittest.TestCase):
                       "lifeCycleStatus": "PUBLISHED", "endpointConfig": ec,
                       "apiThrottlingPolicy": "50KPerMin", "policies": ["Gold"],
                       "operations": [op("/menu", "GET"),
-                                     op("/health", "GET", auth="None")]}],
+                                     op("/health", "GET", auth="None")]
+                                    + [op("/r%d" % i, "GET") for i in range(MANY)]}],
             "applications": [{"id": gm.APP_ID, "name": "App1", "owner": "alice",
                               "tier": "20PerMin"}],
             "keyMappings": [{"applicationId": gm.APP_ID, "consumerKey": gm.PROD_KEY,
@@ -241,6 +243,47 @@ http {
         self.assertGreater(m["pid"], 0)
         self.assertLessEqual(m["windowStart"], m["windowEnd"])
         self.assertEqual(m["dropped"], 0)
+
+    def test_many_keys_are_split_into_messages(self):
+        # 250 refused calls (no token) on 250 resources, pipelined on one
+        # connection: nginx answers them itself, quickly
+        reqs = b"".join(b"GET /pizzashack/1.0.0/r%d HTTP/1.1\r\nHost: gw\r\n\r\n" % i
+                        for i in range(MANY))
+        got = 0
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as s:
+            s.sendall(reqs)
+            f = s.makefile("rb")
+            while got < MANY:
+                line = f.readline()
+                self.assertTrue(line, "connection closed after %d answers" % got)
+                self.assertIn(b" 401 ", line)
+                length = 0
+                while True:
+                    h = f.readline()
+                    if h in (b"\r\n", b""):
+                        break
+                    if h.lower().startswith(b"content-length:"):
+                        length = int(h.split(b":")[1])
+                f.read(length)
+                got += 1
+
+        def mine():
+            return [e for e in self.entries()
+                    if e["resource"].startswith("GET /r") and e["faultCode"] == "900902"]
+
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and sum(e["count"] for e in mine()) < MANY:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        self.assertEqual(sum(e["count"] for e in mine()), MANY)
+        self.assertEqual(len({e["resource"] for e in mine()}), MANY)
+        windows = {}
+        for m in self.usage():
+            self.assertLessEqual(len(m["entries"]), 200)
+            windows.setdefault((m["pid"], m["windowStart"]), []).append(m)
+        for msgs in windows.values():
+            n = sum(len(m["entries"]) for m in msgs)
+            self.assertEqual(len(msgs), (n + 199) // 200, [len(m["entries"]) for m in msgs])
 
     def test_zz_no_message_without_traffic(self):
         time.sleep(0.3)

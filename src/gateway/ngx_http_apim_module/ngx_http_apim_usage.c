@@ -408,13 +408,13 @@ ngx_http_apim_usage_publish(natsConnection *nc, ngx_http_apim_usage_buf_t *b,
 {
     char        *text;
     json_t      *msg, *entries, *o;
-    ngx_uint_t   i, n, total;
+    ngx_uint_t   i, n, sent;
     natsStatus   st;
 
-    total = b->used;
+    sent = 0;
     i = 0;
 
-    do {
+    for ( ;; ) {
         msg = json_object();
         entries = json_array();
 
@@ -423,17 +423,6 @@ ngx_http_apim_usage_publish(natsConnection *nc, ngx_http_apim_usage_buf_t *b,
             json_decref(entries);
             return;
         }
-
-        json_object_set_new(msg, "gatewayId",
-                            json_string(ngx_http_apim_usage_gateway));
-        json_object_set_new(msg, "label",
-                            json_string(ngx_http_apim_usage_label));
-        json_object_set_new(msg, "pid",
-                            json_integer((json_int_t) ngx_http_apim_usage_pid));
-        json_object_set_new(msg, "windowStart", json_integer(b->start));
-        json_object_set_new(msg, "windowEnd", json_integer(b->end));
-        json_object_set_new(msg, "dropped",
-                            json_integer((json_int_t) b->dropped));
 
         for (n = 0; i < APIM_USAGE_SLOTS && n < APIM_USAGE_PER_MSG; i++) {
             if (b->slots[i].koff == 0) {
@@ -447,6 +436,23 @@ ngx_http_apim_usage_publish(natsConnection *nc, ngx_http_apim_usage_buf_t *b,
             }
         }
 
+        if (n == 0 && sent > 0) {
+            json_decref(entries);
+            json_decref(msg);
+            return;
+        }
+
+        json_object_set_new(msg, "gatewayId",
+                            json_string(ngx_http_apim_usage_gateway));
+        json_object_set_new(msg, "label",
+                            json_string(ngx_http_apim_usage_label));
+        json_object_set_new(msg, "pid",
+                            json_integer((json_int_t) ngx_http_apim_usage_pid));
+        json_object_set_new(msg, "windowStart", json_integer(b->start));
+        json_object_set_new(msg, "windowEnd", json_integer(b->end));
+        /* the dropped count goes with the first message only */
+        json_object_set_new(msg, "dropped",
+                            json_integer(sent ? 0 : (json_int_t) b->dropped));
         json_object_set_new(msg, "entries", entries);
 
         text = json_dumps(msg, JSON_COMPACT);
@@ -462,11 +468,12 @@ ngx_http_apim_usage_publish(natsConnection *nc, ngx_http_apim_usage_buf_t *b,
             free(text);
         }
 
-        /* the dropped count goes with the first message only */
-        b->dropped = 0;
+        sent += n;
 
-    } while (i < APIM_USAGE_SLOTS && total > APIM_USAGE_PER_MSG
-             && n == APIM_USAGE_PER_MSG);
+        if (n < APIM_USAGE_PER_MSG || i == APIM_USAGE_SLOTS) {
+            return;
+        }
+    }
 }
 
 
