@@ -207,6 +207,35 @@ static apim_rc gw_backend_jwt_key(const apim_config *cfg, char *path, size_t len
 	return APIM_OK;
 }
 
+/*
+ * Warns when the workers (uid, gid) cannot reach dir because a folder on
+ * the way is not searchable for them (e.g. a server.home of mode 0700):
+ * they could not write the snapshot cache. Changing the operator's folders
+ * is left to the operator. Supplementary groups are not considered.
+ */
+static void gw_check_reachable(const char *dir, uid_t uid, gid_t gid, const char *user)
+{
+	char path[PATH_MAX + 32];
+	snprintf(path, sizeof(path), "%s", dir);
+	for (;;) {
+		struct stat st;
+		if (stat(path, &st) == 0) {
+			mode_t bit = st.st_uid == uid ? S_IXUSR : st.st_gid == gid ? S_IXGRP : S_IXOTH;
+			if (!(st.st_mode & bit)) {
+				log_warn(GW_COMP, "the nginx workers (user %s) cannot reach %s: %s is not "
+						  "searchable for them (make it so, e.g. chmod o+x, or set "
+						  "gateway.user)",
+					 user, dir, path);
+				return;
+			}
+		}
+		char *slash = strrchr(path, '/');
+		if (slash == NULL || slash == path)
+			return;
+		*slash = '\0';
+	}
+}
+
 /* Renders the whole configuration into a malloc'ed string. */
 static char *gw_render(const apim_config *cfg, const char *so, size_t solen)
 {
@@ -233,6 +262,8 @@ static char *gw_render(const apim_config *cfg, const char *so, size_t solen)
 		snprintf(cache, sizeof(cache), "%s/cache", gw.dir);
 		if (chown(cache, uid, gid) != 0)
 			log_warn(GW_COMP, "cannot give %s to %s: %s", cache, user, strerror(errno));
+		if (uid != 0)
+			gw_check_reachable(cache, uid, gid, user);
 	}
 	fprintf(f, "daemon off;\nmaster_process on;\n");
 	if (cfg->gateway_workers > 0)

@@ -474,5 +474,65 @@ class AllInOneGatewayTest(unittest.TestCase):
         self.assertEqual(js["x-forwarded-proto"], "http")
 
 
+def proc_uid(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("Uid:"):
+                return int(line.split()[1])
+    return None
+
+
+@unittest.skipUnless(os.geteuid() == 0, "needs root (nginx workers drop to another user)")
+class GatewayWorkersAsNobodyTest(unittest.TestCase):
+    """apimd as root, gateway.user = nobody: the workers run as nobody and
+    still write the snapshot cache."""
+
+    def test_workers_as_nobody_write_the_cache(self):
+        skip_without_gateway()
+        import pwd
+        nobody = pwd.getpwnam("nobody").pw_uid
+        srv = apimtest.ApimServer(conf={"gateway": {"user": "nobody"}})
+        srv.prepare()
+        self.addCleanup(srv.stop)
+        os.chmod(srv.home, 0o711)   # searchable (not readable) for the workers
+        off = gateway_offset()
+        srv._write_conf(off)
+        srv.start()
+        port = GW_HTTP + off
+        gwdir = os.path.join(srv.home, "gateway")
+        self.assertIn("user nobody ", open(os.path.join(gwdir, "nginx.conf")).read())
+        master = wait_for(lambda: pid_alive_pidfile(gwdir), 10)
+        self.assertTrue(master)
+        workers = wait_for(lambda: GatewayProc.worker_pids(None, master), 10)
+        self.assertTrue(workers)
+        for w in workers:
+            self.assertEqual(proc_uid(w), nobody)
+        cache = os.path.join(gwdir, "cache", "snapshot.json")
+        self.assertTrue(wait_for(lambda: os.path.exists(cache), 10),
+                        "the workers did not write %s" % cache)
+        self.assertEqual(os.stat(cache).st_uid, nobody)
+        status, js, body = get(port, "/nope/v1/x")
+        self.assertEqual(status, 403, body)
+        self.assertNotIn("cannot reach", srv.stderr_this_run())
+
+    def test_unreachable_cache_is_reported(self):
+        skip_without_gateway()
+        g = GatewayProc({"gateway": {"user": "nobody"}})
+        self.addCleanup(g.close)
+        os.chmod(g.dir, 0o700)
+        g.start()
+        self.assertIn("the nginx workers (user nobody) cannot reach", g.stderr())
+        self.assertIn("gateway.user", g.stderr())
+
+
+def pid_alive_pidfile(gwdir):
+    try:
+        with open(os.path.join(gwdir, "nginx.pid")) as f:
+            pid = int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if pid_alive(pid) else None
+
+
 if __name__ == "__main__":
     unittest.main()
