@@ -198,6 +198,16 @@ static const config_key config_keys[] = {
 	{"gateway", "user", CFG_STRING, OFF(gateway_user), "", 0, 0, NULL,
 	 "User the nginx workers run as when apimd runs as root (they read and write "
 	 "`<server.home>/gateway/cache`). Empty: the owner of `server.home`."},
+	{"gateway", "backend_keepalive", CFG_INT, OFF(gateway_backend_keepalive), "64", 1, 10000,
+	 NULL, "Idle connections to the backends (API endpoints) each nginx worker keeps open "
+	       "for reuse (`keepalive` of the rendered `upstream apim_backend`)."},
+	{"gateway", "backend_ca_file", CFG_STRING, OFF(gateway_backend_ca_file), "", 0, 0, NULL,
+	 "PEM file of the CAs that https endpoints must be signed by; their certificate and "
+	 "host name are then verified (`proxy_ssl_verify on`). Empty: not verified."},
+	{"gateway", "backend_jwt", CFG_BOOL, OFF(gateway_backend_jwt), "false", 0, 1, NULL,
+	 "Send a signed JWT describing the caller to the backend (`X-JWT-Assertion`) and serve "
+	 "its public key at `/jwks` on the gateway. The RSA key is generated on first start "
+	 "into `<server.home>/gateway/backend-jwt.pem` (mode 0600)."},
 	{"log", "level", CFG_STRING, OFF(log_level), "info", 0, 0, valid_log_level,
 	 "Least severe level written: debug, info, warn, error."},
 	{"log", "format", CFG_STRING, OFF(log_format), "json", 0, 0, valid_log_format,

@@ -18,6 +18,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rsa.h>
+
 #include "common/log.h"
 #include "common/util.h"
 
@@ -26,6 +30,7 @@
 #define GW_MODULE_INSTALLED "/usr/lib/nginx/modules/" GW_MODULE_NAME
 #define GW_START_MS 10000
 #define GW_TEST_OUT_MAX 8192
+#define GW_BACKEND_JWT_KEY "backend-jwt.pem"
 
 /* The one nginx of this process. */
 static struct {
@@ -157,6 +162,80 @@ static const char *gw_listen_host(const apim_config *cfg)
 	return cfg->server_host;
 }
 
+/*
+ * The backend-JWT signing key, <gateway dir>/backend-jwt.pem: an RSA 2048
+ * key generated on first start (mode 0600, owned by the workers' user when
+ * nginx runs as root). Kept across restarts so that backends keep trusting it.
+ */
+static apim_rc gw_backend_jwt_key(const apim_config *cfg, char *path, size_t len)
+{
+	snprintf(path, len, "%s/%s", gw.dir, GW_BACKEND_JWT_KEY);
+	if (access(path, R_OK) != 0) {
+		char tmp[PATH_MAX + 48];
+		snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+		EVP_PKEY *pkey = EVP_RSA_gen(2048);
+		if (pkey == NULL) {
+			log_error(GW_COMP, "cannot generate the backend JWT key");
+			return APIM_EIO;
+		}
+		int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+		FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+		int ok = f != NULL && PEM_write_PrivateKey(f, pkey, NULL, NULL, 0, NULL, NULL) == 1;
+		if (f != NULL) {
+			if (fclose(f) != 0)
+				ok = 0;
+		} else if (fd >= 0) {
+			close(fd);
+		}
+		EVP_PKEY_free(pkey);
+		if (!ok || rename(tmp, path) != 0) {
+			log_error(GW_COMP, "cannot write %s: %s", path, strerror(errno));
+			unlink(tmp);
+			return APIM_EIO;
+		}
+		log_info(GW_COMP, "generated the backend JWT key %s", path);
+	}
+	if (geteuid() == 0) {
+		char user[128], group[128];
+		uid_t uid;
+		gid_t gid;
+		gw_worker_user(cfg, user, sizeof(user), group, sizeof(group), &uid, &gid);
+		if (chown(path, uid, gid) != 0)
+			log_warn(GW_COMP, "cannot give %s to %s: %s", path, user, strerror(errno));
+	}
+	chmod(path, 0600);
+	return APIM_OK;
+}
+
+/*
+ * Warns when the workers (uid, gid) cannot reach dir because a folder on
+ * the way is not searchable for them (e.g. a server.home of mode 0700):
+ * they could not write the snapshot cache. Changing the operator's folders
+ * is left to the operator. Supplementary groups are not considered.
+ */
+static void gw_check_reachable(const char *dir, uid_t uid, gid_t gid, const char *user)
+{
+	char path[PATH_MAX + 32];
+	snprintf(path, sizeof(path), "%s", dir);
+	for (;;) {
+		struct stat st;
+		if (stat(path, &st) == 0) {
+			mode_t bit = st.st_uid == uid ? S_IXUSR : st.st_gid == gid ? S_IXGRP : S_IXOTH;
+			if (!(st.st_mode & bit)) {
+				log_warn(GW_COMP, "the nginx workers (user %s) cannot reach %s: %s is not "
+						  "searchable for them (make it so, e.g. chmod o+x, or set "
+						  "gateway.user)",
+					 user, dir, path);
+				return;
+			}
+		}
+		char *slash = strrchr(path, '/');
+		if (slash == NULL || slash == path)
+			return;
+		*slash = '\0';
+	}
+}
+
 /* Renders the whole configuration into a malloc'ed string. */
 static char *gw_render(const apim_config *cfg, const char *so, size_t solen)
 {
@@ -183,6 +262,8 @@ static char *gw_render(const apim_config *cfg, const char *so, size_t solen)
 		snprintf(cache, sizeof(cache), "%s/cache", gw.dir);
 		if (chown(cache, uid, gid) != 0)
 			log_warn(GW_COMP, "cannot give %s to %s: %s", cache, user, strerror(errno));
+		if (uid != 0)
+			gw_check_reachable(cache, uid, gid, user);
 	}
 	fprintf(f, "daemon off;\nmaster_process on;\n");
 	if (cfg->gateway_workers > 0)
@@ -264,6 +345,34 @@ static char *gw_render(const apim_config *cfg, const char *so, size_t solen)
 	if (gw_module_knows(so, solen, "apim_cache_file"))
 		fprintf(f, "    apim_cache_file %s/cache/snapshot.json;\n", gw.dir);
 
+	/* the backend JWT (X-JWT-Assertion) and its public key at /jwks */
+	int backend_jwt = cfg->gateway_backend_jwt && gw_module_knows(so, solen, "apim_backend_jwt") &&
+			  gw_module_knows(so, solen, "apim_backend_jwt_key");
+	if (cfg->gateway_backend_jwt && !backend_jwt)
+		log_warn(GW_COMP, "gateway.backend_jwt is on but %s has no apim_backend_jwt: "
+				  "no backend JWT is sent", gw.module);
+	if (backend_jwt) {
+		char key[PATH_MAX + 32];
+		if (gw_backend_jwt_key(cfg, key, sizeof(key)) != APIM_OK) {
+			fclose(f);
+			free(buf);
+			return NULL;
+		}
+		fprintf(f, "    apim_backend_jwt on;\n    apim_backend_jwt_key ");
+		gw_quoted(f, key);
+		fprintf(f, ";\n");
+	}
+
+	/* the endpoints: chosen per request by the module's balancer, with
+	 * reused connections */
+	int balancer = gw_module_knows(so, solen, "apim_balancer");
+	if (balancer)
+		fprintf(f, "    upstream apim_backend {\n"
+			   "        apim_balancer;\n"
+			   "        keepalive %lld;\n"
+			   "    }\n",
+			(long long)cfg->gateway_backend_keepalive);
+
 	fprintf(f, "    server {\n");
 	fprintf(f, "        listen %s:%d;\n", gw_listen_host(cfg), http_port);
 	if (tls) {
@@ -274,11 +383,32 @@ static char *gw_render(const apim_config *cfg, const char *so, size_t solen)
 		gw_quoted(f, cfg->http_tls_key);
 		fprintf(f, ";\n");
 	}
+	if (backend_jwt && gw_module_knows(so, solen, "apim_jwks"))
+		fprintf(f, "        location = /jwks {\n"
+			   "            apim_jwks;\n"
+			   "        }\n");
 	fprintf(f, "        location / {\n"
-		   "            apim_gateway on;\n"
-		   "            proxy_pass $apim_backend$apim_rest$is_args$args;\n"
-		   "            proxy_http_version 1.1;\n"
+		   "            apim_gateway on;\n");
+	if (balancer) {
+		fprintf(f, "            proxy_pass $apim_upstream_scheme://apim_backend"
+			   "$apim_upstream_uri$is_args$args;\n"
+			   "            proxy_set_header Host $apim_upstream_host;\n"
+			   "            proxy_next_upstream error timeout;\n"
+			   "            proxy_ssl_server_name on;\n"
+			   "            proxy_ssl_name $apim_upstream_name;\n");
+		if (*cfg->gateway_backend_ca_file) {
+			fprintf(f, "            proxy_ssl_verify on;\n"
+				   "            proxy_ssl_trusted_certificate ");
+			gw_quoted(f, cfg->gateway_backend_ca_file);
+			fprintf(f, ";\n");
+		}
+	} else {
+		fprintf(f, "            proxy_pass $apim_backend$apim_rest$is_args$args;\n");
+	}
+	fprintf(f, "            proxy_http_version 1.1;\n"
 		   "            proxy_set_header Connection \"\";\n"
+		   "            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n"
+		   "            proxy_set_header X-Forwarded-Proto $scheme;\n"
 		   "        }\n"
 		   "    }\n"
 		   "}\n");

@@ -6,9 +6,21 @@
  * master_process on;`, pid, logs and temp folders under
  * <server.home>/gateway, a JSON access log, one server on
  * <server.host>:<gateway.http_port + server.port_offset> whose location /
- * is checked by the module and proxied to $apim_backend$apim_rest), checks
- * it with `nginx -t` (its messages are logged on failure), then runs nginx
- * in the foreground as a child and waits until it listens.
+ * is checked by the module and proxied to the API's endpoints), checks it
+ * with `nginx -t` (its messages are logged on failure), then runs nginx in
+ * the foreground as a child and waits until it listens.
+ *
+ * With a module that has the balancer (apim_balancer), API calls go to
+ * `upstream apim_backend { apim_balancer; keepalive <gateway.backend_keepalive>; }`
+ * through proxy_pass $apim_upstream_scheme://apim_backend$apim_upstream_uri,
+ * with Host and SNI of the endpoint, proxy_next_upstream error timeout
+ * (failover), HTTP/1.1 with an empty Connection header (reuse),
+ * X-Forwarded-For/Proto, and proxy_ssl_verify against
+ * gateway.backend_ca_file when set. An older module gets proxy_pass
+ * $apim_backend$apim_rest. gateway.backend_jwt (with a module that knows
+ * apim_backend_jwt) renders apim_backend_jwt, its key
+ * <server.home>/gateway/backend-jwt.pem (RSA 2048, generated once, mode
+ * 0600, owned by the workers' user) and `location = /jwks`.
  *
  * The directives that make the module fetch its data from the control plane
  * and follow NATS (apim_control_plane_url, apim_gateway_credential,

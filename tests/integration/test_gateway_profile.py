@@ -200,7 +200,15 @@ class GatewayProfileTest(unittest.TestCase):
         conf = open(os.path.join(g.home, "gateway", "nginx.conf")).read()
         self.assertIn("daemon off;", conf)
         self.assertIn("listen 127.0.0.1:%d;" % g.port, conf)
-        self.assertIn("proxy_pass $apim_backend$apim_rest$is_args$args;", conf)
+        # every API call goes to the module's balancer, connections reused
+        self.assertIn("upstream apim_backend {\n        apim_balancer;\n"
+                      "        keepalive 64;\n    }", conf)
+        self.assertIn("proxy_pass $apim_upstream_scheme://apim_backend"
+                      "$apim_upstream_uri$is_args$args;", conf)
+        self.assertIn("proxy_next_upstream error timeout;", conf)
+        self.assertIn("proxy_set_header Host $apim_upstream_host;", conf)
+        self.assertNotIn("proxy_ssl_verify", conf)
+        self.assertNotIn("apim_backend_jwt", conf)
         # the JSON access log names the API variables
         log = os.path.join(g.home, "gateway", "access.log")
         self.assertTrue(wait_for(lambda: os.path.exists(log) and os.path.getsize(log) > 0, 5))
@@ -209,6 +217,37 @@ class GatewayProfileTest(unittest.TestCase):
         self.assertEqual(rec["status"], 403)
         self.assertEqual(rec["uri"], "/no-such-api/1.0.0/items")
         self.assertIn("api_name", rec)
+
+    def test_backend_settings_are_rendered(self):
+        ca = os.path.join(tempfile.mkdtemp(prefix="apimtest-gwca-"), "ca.pem")
+        self.addCleanup(shutil.rmtree, os.path.dirname(ca), True)
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                        "-keyout", ca + ".key", "-out", ca, "-days", "2",
+                        "-subj", "/CN=test-ca"], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        g = self.start({"gateway": {"backend_keepalive": 7, "backend_ca_file": ca,
+                                    "backend_jwt": True}})
+        self.assert_900906(g.port)
+        conf = open(os.path.join(g.home, "gateway", "nginx.conf")).read()
+        self.assertIn("        keepalive 7;\n", conf)
+        self.assertIn("proxy_ssl_verify on;", conf)
+        self.assertIn('proxy_ssl_trusted_certificate "%s";' % ca, conf)
+        key = os.path.join(g.home, "gateway", "backend-jwt.pem")
+        with open(module_path(), "rb") as f:
+            knows_jwt = b"apim_backend_jwt_key\0" in f.read()
+        if not knows_jwt:
+            # a module without the backend JWT directives: a warning, no key
+            self.assertIn("gateway.backend_jwt is on", g.stderr())
+            self.assertNotIn("apim_backend_jwt", conf)
+            return
+        self.assertIn('apim_backend_jwt_key "%s";' % key, conf)
+        self.assertEqual(os.stat(key).st_mode & 0o777, 0o600)
+        pem = open(key).read()
+        self.assertIn("PRIVATE KEY", pem)
+        # the same key after a restart (backends keep trusting it)
+        g.proc.send_signal(signal.SIGHUP)
+        self.assertTrue(wait_for(lambda: g.stderr().count("reloads") >= 1, 10))
+        self.assertEqual(open(key).read(), pem)
 
     def test_sighup_reloads_with_the_same_master(self):
         g = self.start()
@@ -297,7 +336,12 @@ class GatewayProfileTest(unittest.TestCase):
 class Backend(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         out = json.dumps({"path": self.path,
-                          "authorization": self.headers.get("Authorization")}).encode()
+                          "backend": getattr(self.server, "label", ""),
+                          "authorization": self.headers.get("Authorization"),
+                          "host": self.headers.get("Host"),
+                          "x-forwarded-for": self.headers.get("X-Forwarded-For"),
+                          "x-forwarded-proto": self.headers.get("X-Forwarded-Proto")}
+                         ).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(out)))
@@ -338,17 +382,21 @@ class AllInOneGatewayTest(unittest.TestCase):
         self.assertEqual(status, 403, body)
         self.assertEqual(js["code"], "900906")
 
-    def test_deployed_api_is_callable_through_the_gateway(self):
+    def start_backend(self, label="be"):
         backend = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Backend)
+        backend.label = label
         threading.Thread(target=backend.serve_forever, daemon=True).start()
         self.addCleanup(backend.server_close)
         self.addCleanup(backend.shutdown)
+        return backend
+
+    def deploy_subscribe_token(self, endpoint_config, prefix):
+        """An API with endpoint_config, deployed, published, subscribed:
+        (its name, an access token)."""
         c = self.srv.client()
-        name = pt.uniq("GwApi")
-        api = pt.create_api(self, c, name=name, policies=["Unlimited"], endpointConfig={
-            "endpoint_type": "http",
-            "production_endpoints": {"url": "http://127.0.0.1:%d/be"
-                                            % backend.server_port}})
+        name = pt.uniq(prefix)
+        api = pt.create_api(self, c, name=name, policies=["Unlimited"],
+                            endpointConfig=endpoint_config)
         r = c.post(pt.APIS + "/%s/revisions" % api["id"], json={"description": "r1"})
         self.assertEqual(r.status, 201, r)
         r = c.post(pt.APIS + "/%s/deploy-revision" % api["id"],
@@ -374,7 +422,42 @@ class AllInOneGatewayTest(unittest.TestCase):
             "/oauth2/token", data="grant_type=client_credentials", content_type=FORM,
             headers={"Authorization": basic(keys["consumerKey"], keys["consumerSecret"])})
         self.assertEqual(r.status, 200, r)
-        token = r.json["access_token"]
+        return name, r.json["access_token"]
+
+    def test_load_balanced_and_failover_endpoints_from_the_publisher(self):
+        a = self.start_backend("a")
+        b = self.start_backend("b")
+        down = apimtest.unused_port()
+        name, token = self.deploy_subscribe_token({
+            "endpoint_type": "load_balance",
+            "production_endpoints": [
+                {"url": "http://127.0.0.1:%d/lb" % a.server_port},
+                {"url": "http://127.0.0.1:%d/lb" % b.server_port}]}, "GwLb")
+        path = "/%s/1.0.0/items" % name.lower()
+        auth = {"Authorization": "Bearer " + token}
+        self.assertTrue(wait_for(lambda: get(self.gw_port, path, auth)[0] == 200, 15, 0.1))
+        seen = [get(self.gw_port, path, auth)[1]["backend"] for _ in range(4)]
+        self.assertEqual(sorted(set(seen)), ["a", "b"], seen)
+
+        name, token = self.deploy_subscribe_token({
+            "endpoint_type": "failover",
+            "production_endpoints": {"url": "http://127.0.0.1:%d/fo" % down},
+            "production_failovers": [{"url": "http://127.0.0.1:%d/fo" % b.server_port,
+                                      "config": {"actionDuration": "5000"}}]}, "GwFo")
+        path = "/%s/1.0.0/items" % name.lower()
+        auth = {"Authorization": "Bearer " + token}
+        self.assertTrue(wait_for(lambda: get(self.gw_port, path, auth)[0] == 200, 15, 0.1))
+        status, js, body = get(self.gw_port, path, auth)
+        self.assertEqual(status, 200, body)
+        self.assertEqual(js["backend"], "b")
+        self.assertEqual(js["path"], "/fo/items")
+
+    def test_deployed_api_is_callable_through_the_gateway(self):
+        backend = self.start_backend()
+        name, token = self.deploy_subscribe_token({
+            "endpoint_type": "http",
+            "production_endpoints": {"url": "http://127.0.0.1:%d/be"
+                                            % backend.server_port}}, "GwApi")
         path = "/%s/1.0.0/items" % name.lower()
         last = {}
 
@@ -386,6 +469,69 @@ class AllInOneGatewayTest(unittest.TestCase):
         status, js, body = last["r"]
         self.assertEqual(js["path"], "/be/items")
         self.assertIsNone(js["authorization"])  # the client's token is not forwarded
+        self.assertEqual(js["host"], "127.0.0.1:%d" % backend.server_port)
+        self.assertEqual(js["x-forwarded-for"], "127.0.0.1")
+        self.assertEqual(js["x-forwarded-proto"], "http")
+
+
+def proc_uid(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("Uid:"):
+                return int(line.split()[1])
+    return None
+
+
+@unittest.skipUnless(os.geteuid() == 0, "needs root (nginx workers drop to another user)")
+class GatewayWorkersAsNobodyTest(unittest.TestCase):
+    """apimd as root, gateway.user = nobody: the workers run as nobody and
+    still write the snapshot cache."""
+
+    def test_workers_as_nobody_write_the_cache(self):
+        skip_without_gateway()
+        import pwd
+        nobody = pwd.getpwnam("nobody").pw_uid
+        srv = apimtest.ApimServer(conf={"gateway": {"user": "nobody"}})
+        srv.prepare()
+        self.addCleanup(srv.stop)
+        os.chmod(srv.home, 0o711)   # searchable (not readable) for the workers
+        off = gateway_offset()
+        srv._write_conf(off)
+        srv.start()
+        port = GW_HTTP + off
+        gwdir = os.path.join(srv.home, "gateway")
+        self.assertIn("user nobody ", open(os.path.join(gwdir, "nginx.conf")).read())
+        master = wait_for(lambda: pid_alive_pidfile(gwdir), 10)
+        self.assertTrue(master)
+        workers = wait_for(lambda: GatewayProc.worker_pids(None, master), 10)
+        self.assertTrue(workers)
+        for w in workers:
+            self.assertEqual(proc_uid(w), nobody)
+        cache = os.path.join(gwdir, "cache", "snapshot.json")
+        self.assertTrue(wait_for(lambda: os.path.exists(cache), 10),
+                        "the workers did not write %s" % cache)
+        self.assertEqual(os.stat(cache).st_uid, nobody)
+        status, js, body = get(port, "/nope/v1/x")
+        self.assertEqual(status, 403, body)
+        self.assertNotIn("cannot reach", srv.stderr_this_run())
+
+    def test_unreachable_cache_is_reported(self):
+        skip_without_gateway()
+        g = GatewayProc({"gateway": {"user": "nobody"}})
+        self.addCleanup(g.close)
+        os.chmod(g.dir, 0o700)
+        g.start()
+        self.assertIn("the nginx workers (user nobody) cannot reach", g.stderr())
+        self.assertIn("gateway.user", g.stderr())
+
+
+def pid_alive_pidfile(gwdir):
+    try:
+        with open(os.path.join(gwdir, "nginx.pid")) as f:
+            pid = int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if pid_alive(pid) else None
 
 
 if __name__ == "__main__":
