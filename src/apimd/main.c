@@ -193,6 +193,13 @@ int main(int argc, char **argv)
 		fprintf(stderr, "apimd: %s\n", err);
 		return 2;
 	}
+	if ((prof->components & C_TRAFFIC) && strcmp(prof->name, "all-in-one") != 0 &&
+	    *cfg.event_hub_url == '\0') {
+		fprintf(stderr, "apimd: profile '%s' needs event_hub.url: the NATS server(s) the "
+				"gateways report their usage to\n", prof->name);
+		config_free(&cfg);
+		return 2;
+	}
 	log_level lv = LOG_INFO;
 	log_level_parse(cfg.log_level, &lv);
 	log_setup(lv, strcmp(cfg.log_format, "json") == 0);

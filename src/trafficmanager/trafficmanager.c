@@ -152,18 +152,23 @@ out:
 /* -- messages from the gateways and the other Traffic Managers ----------- */
 
 /*
- * apim.throttle.usage: {"party", "entries": [{"key", "level", "policy",
- * "group", "windowStart", "count", "allowance"}]}. Entries whose policy is
- * unknown here, or whose window does not match the policy's, are ignored.
+ * apim.throttle.usage: {"gatewayId", "pid", ..., "quota": [{"key", "level",
+ * "policy", "group", "windowStart", "count", "allowance"}]} (the
+ * "entries" of the same message are for analytics). The party is
+ * "<gatewayId>/<pid>". Quota entries whose policy is unknown here, or whose
+ * window does not match the policy's, are ignored.
  */
 static void tm_on_usage(json_t *msg, int64_t now)
 {
-	const char *party = json_string_value(json_object_get(msg, "party"));
-	json_t *entries = json_object_get(msg, "entries");
-	if (party == NULL || strlen(party) > 255) {
+	const char *gw = json_string_value(json_object_get(msg, "gatewayId"));
+	json_t *pid = json_object_get(msg, "pid");
+	json_t *entries = json_object_get(msg, "quota");
+	char party[300];
+	if (gw == NULL || strlen(gw) > 255 || !json_is_integer(pid)) {
 		tm.usage_rejected++;
 		return;
 	}
+	snprintf(party, sizeof(party), "%s/%lld", gw, (long long)json_integer_value(pid));
 	tm.usage_msgs++;
 	if (tm_quota_party_seen(tm.quota, party, now) != APIM_OK) {
 		tm.usage_rejected++;

@@ -151,8 +151,9 @@ class TrafficManagerTest(unittest.TestCase):
 
     def report(self, party, key, count, allowance=0, policy="Tm100PerHour",
                level="subscription", ws=None):
+        gw, pid = party.split("/")
         self.bus.publish("apim.throttle.usage", {
-            "party": party, "entries": [{
+            "gatewayId": gw, "pid": int(pid), "entries": [], "quota": [{
                 "key": key, "level": level, "policy": policy,
                 "windowStart": window_start() if ws is None else ws,
                 "count": count, "allowance": allowance}]})
