@@ -252,6 +252,19 @@ ngx_http_apim_load_api(ngx_http_apim_snap_t *s, json_t *ja, ngx_log_t *log)
                                          json_object_get(ja, "corsConfiguration"),
                                          log);
 
+    /* securityScheme and apiKeyHeader (auth helper; no scheme: oauth2) */
+    js = json_object_get(ja, "securityScheme");
+    api->security = json_array_size(js) ? 0 : APIM_SEC_OAUTH2;
+    json_array_foreach(js, i, jsv) {
+        p = json_string_value(jsv);
+        api->security |= p == NULL ? 0
+                         : strcmp(p, "oauth2") == 0 ? APIM_SEC_OAUTH2
+                         : strcmp(p, "api_key") == 0 ? APIM_SEC_API_KEY
+                         : strcmp(p, "basic_auth") == 0 ? APIM_SEC_BASIC : 0;
+    }
+    api->api_key_header = ngx_http_apim_strdup(s,
+                              ngx_http_apim_jstr(ja, "apiKeyHeader"));
+
     n = ngx_http_apim_jlen(ja, "operations");
     api->ops = ngx_http_apim_alloc(s, (n + 1) * sizeof(ngx_http_apim_op_t));
     if (api->ops == NULL) {
