@@ -551,17 +551,23 @@ ngx_http_apim_strip_headers(ngx_http_request_t *r, ngx_uint_t authz,
     ngx_str_t *apikey)
 {
     ngx_uint_t        i;
-    ngx_list_t        headers;
+    ngx_list_t        old;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h, *nh;
 
-    if (ngx_list_init(&headers, r->pool, 20, sizeof(ngx_table_elt_t))
+    /* a new list in place (its "last" points into itself); the old parts
+     * stay allocated in r->pool, and the typed pointers (host,
+     * user_agent...) keep pointing into them */
+    old = r->headers_in.headers;
+
+    if (ngx_list_init(&r->headers_in.headers, r->pool, 20,
+                      sizeof(ngx_table_elt_t))
         != NGX_OK)
     {
         return NGX_ERROR;
     }
 
-    part = &r->headers_in.headers.part;
+    part = &old.part;
     h = part->elts;
 
     for (i = 0; /* void */; i++) {
@@ -597,17 +603,13 @@ ngx_http_apim_strip_headers(ngx_http_request_t *r, ngx_uint_t authz,
             continue;
         }
 
-        nh = ngx_list_push(&headers);
+        nh = ngx_list_push(&r->headers_in.headers);
         if (nh == NULL) {
             return NGX_ERROR;
         }
 
         *nh = h[i];
     }
-
-    /* the typed pointers (host, user_agent...) point into the old list,
-     * which stays allocated in r->pool; only authorization may go */
-    r->headers_in.headers = headers;
 
     if (authz) {
         r->headers_in.authorization = NULL;
