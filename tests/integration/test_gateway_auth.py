@@ -657,5 +657,118 @@ http {
             time.sleep(0.05)
 
 
+class GatewayApiKeyEndToEndTest(unittest.TestCase):
+    """An API key from the Developer Portal (a real apimd) through nginx
+    fed by it: accepted in the header and the query, gone from what the
+    backend sees, refused (900901) right after the portal revokes it."""
+
+    @classmethod
+    def setUpClass(cls):
+        import apimtest
+        import test_events as te
+        import test_gateway_feed as tgf
+        import test_publisher as pt
+        if not tgf.HAVE_ALL:
+            raise unittest.SkipTest("needs APIM_NGINX_MODULE, nginx and nats-server")
+        cls.nats = cls.srv = cls.gw = cls.backend = None
+        try:
+            cls.nats = te.NatsServer().start()
+            cls.srv = apimtest.ApimServer(conf={"event_hub": {"url": cls.nats.url},
+                                                "gateway": {"credential": tgf.CRED}})
+            cls.srv.start()
+            cls.backend = start_backend("production")
+            cls.gw = tgf.Nginx(cls.srv.base_url, cls.nats.url).start()
+            cls.setup_api(pt, tgf)
+        except BaseException:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.gw is not None:
+            cls.gw.stop()
+            shutil.rmtree(cls.gw.tmp, ignore_errors=True)
+        if cls.srv is not None:
+            cls.srv.stop()
+        if cls.nats is not None:
+            cls.nats.stop()
+        if cls.backend is not None:
+            cls.backend.shutdown()
+            cls.backend.server_close()
+
+    @classmethod
+    def setup_api(cls, pt, tgf):
+        c = cls.srv.client()
+        dp = "/api/am/devportal/v3"
+        name = pt.uniq("KeyApi")
+        r = c.post(pt.APIS, json=pt.api_body(
+            name=name, policies=["Gold"], securityScheme=["oauth2", "api_key"],
+            endpointConfig={"endpoint_type": "http", "production_endpoints": {
+                "url": "http://127.0.0.1:%d/be" % cls.backend.server_port}}))
+        assert r.status == 201, r
+        api = r.json
+        r = c.post(pt.APIS + "/%s/revisions" % api["id"], json={"description": "r1"})
+        assert r.status == 201, r
+        r = c.post(pt.APIS + "/%s/deploy-revision" % api["id"],
+                   query={"revisionId": r.json["id"]}, json=tgf.DEFAULT_ENV)
+        assert r.status == 201, r
+        r = c.post(pt.PUB + "/apis/change-lifecycle",
+                   query={"apiId": api["id"], "action": "Publish"})
+        assert r.status == 200, r
+        r = c.post(dp + "/applications", json={"name": pt.uniq("KeyApp"),
+                                               "throttlingPolicy": "Unlimited"})
+        assert r.status == 201, r
+        cls.app = r.json
+        r = c.post(dp + "/subscriptions", json={"applicationId": cls.app["applicationId"],
+                                                "apiId": api["id"],
+                                                "throttlingPolicy": "Gold"})
+        assert r.status == 201, r
+        cls.keys_path = dp + "/applications/%s/api-keys/PRODUCTION" % (
+            cls.app["applicationId"])
+        r = c.post(cls.keys_path + "/generate", json={"validityPeriod": 3600})
+        assert r.status == 200, r
+        cls.key = r.json["apikey"]
+        cls.client = c
+        cls.path = "/%s/1.0.0/items" % name.lower()
+
+    def call(self, path, headers=None):
+        conn = http.client.HTTPConnection("127.0.0.1", self.gw.port, timeout=10)
+        try:
+            conn.request("GET", path, headers=headers or {})
+            res = conn.getresponse()
+            body = res.read()
+        finally:
+            conn.close()
+        code = None
+        if res.status != 200:
+            code = json.loads(body).get("code")
+        return res.status, code, body
+
+    def wait_for(self, fn, status, code=None, timeout=5.0):
+        deadline = time.time() + timeout
+        while True:
+            res = fn()
+            if (res[0] == status and (code is None or res[1] == code)) \
+                    or time.time() > deadline:
+                return res
+            time.sleep(0.02)
+
+    def test_portal_api_key_through_the_gateway(self):
+        by_header = lambda: self.call(self.path, {"apikey": self.key})
+        st, _, body = self.wait_for(by_header, 200)
+        self.assertEqual(st, 200, body[:300])
+        rec = json.loads(body)
+        self.assertEqual(rec["path"], "/be/items")
+        self.assertNotIn("apikey", rec["headers"])
+        st, _, body = self.call(self.path + "?apikey=" + self.key + "&q=1")
+        self.assertEqual(st, 200, body[:300])
+        self.assertEqual(json.loads(body)["path"], "/be/items?q=1")
+        self.assertEqual(self.call(self.path)[:2], (401, "900902"))
+
+        r = self.client.post(self.keys_path + "/revoke", json={"apikey": self.key})
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(self.wait_for(by_header, 401, "900901")[:2], (401, "900901"))
+
+
 if __name__ == "__main__":
     unittest.main()
