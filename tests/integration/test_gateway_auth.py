@@ -299,7 +299,7 @@ http {
                   "application": {"id": app, "uuid": app, "name": "App1",
                                   "owner": "alice", "tier": "10PerMin"},
                   "tierInfo": {"Gold": {"tierQuotaType": "requestCount"}},
-                  "subscribedAPIs": [{"name": names[a], "context": "/x/1.0.0",
+                  "subscribedAPIs": [{"name": names.get(a, "Other"), "context": "/x/1.0.0",
                                       "version": "1.0.0", "publisher": "admin",
                                       "subscriptionTier": "Gold", "uuid": a}
                                      for a in apis]}
@@ -447,6 +447,19 @@ http {
                                              headers={"apikey": self.api_key(
                                                  app=APP2_ID, jti="key-a2")}),
                                    403, "900908")
+
+    def test_large_api_key(self):
+        # claims larger than a cache entry: verified on every call instead
+        apis = (PIZZA_ID, KEYONLY_ID) + tuple(
+            "99999999-aaaa-4aaa-8aaa-%012d" % i for i in range(8))
+        key = self.api_key(apis=apis, jti="key-large", department="x" * 3200)
+        self.assertGreater(len(key), 5000)
+        for _ in range(2):
+            doc = self.assert_backend(self.call("GET", "/keyonly/1.0.0/menu",
+                                                headers={"apikey": key}))
+            self.assertEqual(self.assertion(doc)[2]["department"], "x" * 3200)
+        self.assert_refused_unseen(self.call("GET", "/oauthonly/1.0.0/menu",
+                                             headers={"apikey": key}), 401, "900902")
 
     def test_api_key_scopes_and_permitted_ip(self):
         # a resource with scopes: an API key carries none

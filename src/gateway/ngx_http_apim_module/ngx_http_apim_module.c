@@ -14,9 +14,26 @@
  * File mode (tests; used when apim_control_plane_url is not set):
  *   apim_snapshot_file <path>;        the gateway data, JSON, re-read
  *                                     when it changes
+ * Backend JWT (ngx_http_apim_backend_jwt.c):
+ *   apim_backend_jwt on|off;          (http) add X-JWT-Assertion
+ *   apim_backend_jwt_key <pem>;       (http) its RSA signing key
+ *   apim_jwks;                        (location) its public key, a JWKS
  *
- * Variables: $apim_api_id, $apim_api_name, $apim_app_id, $apim_backend,
- * $apim_rest, $apim_key_type. The rendered configuration proxies with
+ * Credentials, as the API's securityScheme allows: "Authorization: Bearer
+ * <JWT>" (oauth2), else an API key (api_key) in the header named by the
+ * API's apiKeyHeader (default apikey) or in the query argument of that
+ * name. Both are JWTs verified locally (ngx_http_apim_jwt.c, with a
+ * per-worker cache of verified tokens); an API key is bound to its
+ * application, to the APIs it was issued for (subscribedAPIs) and to its
+ * permittedIP. Then, for both: the live subscription, the resource's
+ * scopes. The credential used is removed before proxying (the API key
+ * from the headers or from $args), and so is any client X-JWT-Assertion.
+ * CORS (ngx_http_apim_cors.c): preflights are answered before any
+ * credential check.
+ *
+ * Variables: every ngx_str_t field of ngx_http_apim_ctx_t, as
+ * $apim_<field> ($apim_api_id, $apim_app_id, $apim_user, $apim_fault_code,
+ * $apim_backend, $apim_rest...). The rendered configuration proxies with
  *   proxy_pass $apim_backend$apim_rest$is_args$args;
  * $apim_backend is the chosen endpoint URL without a trailing slash and
  * $apim_rest the (re-escaped) path after the API's context and version.
