@@ -773,10 +773,13 @@ class GatewayApiKeyEndToEndTest(unittest.TestCase):
         rec = json.loads(body)
         self.assertEqual(rec["path"], "/be/items")
         self.assertNotIn("apikey", rec["headers"])
-        st, _, body = self.call(self.path + "?apikey=" + self.key + "&q=1")
+        # two workers: each follows the control plane on its own
+        st, _, body = self.wait_for(
+            lambda: self.call(self.path + "?apikey=" + self.key + "&q=1"), 200)
         self.assertEqual(st, 200, body[:300])
         self.assertEqual(json.loads(body)["path"], "/be/items?q=1")
-        self.assertEqual(self.call(self.path)[:2], (401, "900902"))
+        self.assertEqual(self.wait_for(lambda: self.call(self.path), 401)[:2],
+                         (401, "900902"))
 
         r = self.client.post(self.keys_path + "/revoke", json={"apikey": self.key})
         self.assertEqual(r.status, 200, r)
