@@ -226,8 +226,8 @@ http {
     scgi_temp_path %(dir)s/scgi;
     server {
         listen 127.0.0.1:%(port)d;
+        apim_gateway on;
         location / {
-            apim_gateway on;
             proxy_set_header X-Apim-Api-Id $apim_api_id;
             proxy_set_header X-Apim-App-Id $apim_app_id;
             proxy_set_header X-Apim-App-Name $apim_app_name;

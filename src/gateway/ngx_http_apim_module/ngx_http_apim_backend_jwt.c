@@ -505,10 +505,15 @@ ngx_http_apim_jwks_handler(ngx_http_request_t *r)
 char *
 ngx_http_apim_jwks_conf(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
+    ngx_http_apim_loc_conf_t  *alcf;
     ngx_http_core_loc_conf_t  *clcf;
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_http_apim_jwks_handler;
+
+    /* the JWKS is public: no API matching here, whatever the server says */
+    alcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_apim_module);
+    alcf->enable = 0;
 
     return NGX_CONF_OK;
 }

@@ -326,9 +326,14 @@ ngx_http_apim_cors_header_filter(ngx_http_request_t *r)
             i = 0;
         }
 
-        if (h[i].key.len > sizeof("Access-Control-") - 1
-            && ngx_strncasecmp(h[i].key.data, (u_char *) "Access-Control-",
-                               sizeof("Access-Control-") - 1) == 0)
+        if ((h[i].key.len == sizeof("Access-Control-Allow-Origin") - 1
+             && ngx_strncasecmp(h[i].key.data,
+                                (u_char *) "Access-Control-Allow-Origin",
+                                h[i].key.len) == 0)
+            || (h[i].key.len == sizeof("Access-Control-Allow-Credentials") - 1
+                && ngx_strncasecmp(h[i].key.data,
+                                   (u_char *) "Access-Control-Allow-Credentials",
+                                   h[i].key.len) == 0))
         {
             h[i].hash = 0;
         }
