@@ -531,6 +531,12 @@ http {
         self.assertNotIn("access-control-allow-origin", h)
         self.assertNotIn("access-control-allow-methods", h)
 
+    def test_preflight_for_an_unknown_path_is_900906(self):
+        st, h, body = self.call("OPTIONS", "/pizza/1.0.0/nosuch", headers={
+            "Origin": ORIGIN, "Access-Control-Request-Method": "GET"})
+        self.assertEqual((st, json.loads(body)["code"]), (403, "900906"))
+        self.assertNotIn("access-control-allow-methods", h)
+
     def test_preflight_on_api_without_cors_is_not_answered(self):
         st, h, _ = self.call("OPTIONS", "/keyonly/1.0.0/menu", headers={
             "Origin": ORIGIN, "Access-Control-Request-Method": "GET"})

@@ -688,7 +688,7 @@ ngx_http_apim_handler(ngx_http_request_t *r)
     size_t                     nb, i, len;
     ngx_int_t                  rc;
     ngx_str_t                  tok, keyname;
-    ngx_uint_t                 sandbox, by_key, key_in_query;
+    ngx_uint_t                 sandbox, by_key, key_in_query, known;
     ngx_table_elt_t           *kh;
     ngx_http_apim_op_t        *op;
     ngx_http_apim_api_t       *api;
@@ -754,25 +754,29 @@ ngx_http_apim_handler(ngx_http_request_t *r)
         return ngx_http_apim_fault(r, &ngx_http_apim_no_resource);
     }
 
-    /* CORS: a preflight is answered here, before any credential */
-    if (api->cors != NULL) {
-        rc = ngx_http_apim_cors_request(r, ctx, api->cors);
-        if (rc != NGX_DECLINED) {
-            return rc;
-        }
-    }
-
     /* the resource: operations are sorted most specific first */
     p = end;
     end = r->uri.data + r->uri.len;
     op = NULL;
+    known = 0;
 
     for (i = 0; i < api->nops; i++) {
-        if (ngx_http_apim_template_match(api->ops[i].target, p, end)
-            && ngx_http_apim_verb_match(r, api->ops[i].verb))
-        {
-            op = &api->ops[i];
-            break;
+        if (ngx_http_apim_template_match(api->ops[i].target, p, end)) {
+            known = 1;
+
+            if (ngx_http_apim_verb_match(r, api->ops[i].verb)) {
+                op = &api->ops[i];
+                break;
+            }
+        }
+    }
+
+    /* CORS: a preflight for a known path is answered here, before any
+     * credential */
+    if (api->cors != NULL && known) {
+        rc = ngx_http_apim_cors_request(r, ctx, api->cors);
+        if (rc != NGX_DECLINED) {
+            return rc;
         }
     }
 
