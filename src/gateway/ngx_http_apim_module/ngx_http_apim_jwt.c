@@ -22,6 +22,7 @@
 #include "ngx_http_apim_module.h"
 
 #include <openssl/crypto.h>
+#include <openssl/sha.h>
 
 
 #define APIM_TCACHE_SIZE   1024              /* power of two */
@@ -43,8 +44,6 @@ typedef struct {
 
 
 static ngx_http_apim_tcache_t  ngx_http_apim_tcache[APIM_TCACHE_SIZE];
-static EVP_MD_CTX             *ngx_http_apim_sha_ctx;
-static EVP_MD                 *ngx_http_apim_sha256;
 
 /* counters for the tests' and operators' curiosity (debug log) */
 static ngx_uint_t  ngx_http_apim_tcache_hits;
@@ -60,22 +59,16 @@ static const char  *ngx_http_apim_not_copied[] = {
 ngx_int_t
 ngx_http_apim_sha256_digest(const u_char *data, size_t len, u_char *out)
 {
-    unsigned int  n;
+    SHA256_CTX  sha;
 
-    /* one context per worker, reused: no allocation per call */
-    if (ngx_http_apim_sha_ctx == NULL) {
-        ngx_http_apim_sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
-        ngx_http_apim_sha_ctx = EVP_MD_CTX_new();
-
-        if (ngx_http_apim_sha256 == NULL || ngx_http_apim_sha_ctx == NULL) {
-            return NGX_ERROR;
-        }
-    }
-
-    if (EVP_DigestInit_ex(ngx_http_apim_sha_ctx, ngx_http_apim_sha256, NULL)
-        != 1
-        || EVP_DigestUpdate(ngx_http_apim_sha_ctx, data, len) != 1
-        || EVP_DigestFinal_ex(ngx_http_apim_sha_ctx, out, &n) != 1)
+    /*
+     * The low-level interface (deprecated in OpenSSL 3, as nginx's own
+     * ngx_sha1 uses it) because it works on the stack: EVP_DigestInit
+     * allocates a provider context on every call.
+     */
+    if (SHA256_Init(&sha) != 1
+        || SHA256_Update(&sha, data, len) != 1
+        || SHA256_Final(out, &sha) != 1)
     {
         return NGX_ERROR;
     }
@@ -544,10 +537,23 @@ check:
     /* the kid must still name the key that verified the signature */
     jwk = ngx_http_apim_jwk_find(snap, (const char *) cl->kid.data);
 
-    if (jwk == NULL
-        || (jwk->pkey != pkey && EVP_PKEY_eq(jwk->pkey, pkey) != 1))
-    {
+    if (jwk == NULL) {
         return NGX_DECLINED;
+    }
+
+    if (jwk->pkey != pkey) {
+        /* a new snapshot: the same key, as a new object? */
+        if (EVP_PKEY_eq(jwk->pkey, pkey) != 1) {
+            return NGX_DECLINED;
+        }
+
+        /* hold the new one, so that the next calls compare pointers */
+        if (cl == &e->claims && e->pkey == pkey
+            && EVP_PKEY_up_ref(jwk->pkey) == 1)
+        {
+            EVP_PKEY_free(e->pkey);
+            e->pkey = jwk->pkey;
+        }
     }
 
     if (jwk->issuer != NULL
