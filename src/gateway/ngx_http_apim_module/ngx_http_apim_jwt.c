@@ -575,6 +575,17 @@ check:
 }
 
 
+void
+ngx_http_apim_jwt_cleanup(void)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < APIM_TCACHE_SIZE; i++) {
+        ngx_http_apim_tcache_drop(&ngx_http_apim_tcache[i]);
+    }
+}
+
+
 ngx_uint_t
 ngx_http_apim_jwt_has_scope(const ngx_http_apim_claims_t *cl,
     const char *want)

@@ -60,6 +60,7 @@
 
 
 static ngx_int_t ngx_http_apim_preconf(ngx_conf_t *cf);
+static void ngx_http_apim_module_exit_process(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_apim_postconf(ngx_conf_t *cf);
 static void *ngx_http_apim_create_main_conf(ngx_conf_t *cf);
 static char *ngx_http_apim_init_main_conf(ngx_conf_t *cf, void *conf);
@@ -178,7 +179,7 @@ ngx_module_t  ngx_http_apim_module = {
     ngx_http_apim_init_process,            /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    ngx_http_apim_exit_process,            /* exit process */
+    ngx_http_apim_module_exit_process,     /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
@@ -1044,6 +1045,14 @@ ngx_http_apim_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
 
 
 /* -- configuration ------------------------------------------------------- */
+
+static void
+ngx_http_apim_module_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_apim_exit_process(cycle);
+    ngx_http_apim_jwt_cleanup();
+}
+
 
 static ngx_int_t
 ngx_http_apim_preconf(ngx_conf_t *cf)

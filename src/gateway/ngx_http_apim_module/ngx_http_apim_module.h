@@ -268,6 +268,8 @@ typedef struct {
 ngx_int_t ngx_http_apim_jwt_verify(ngx_http_request_t *r,
     const ngx_http_apim_snap_t *snap, ngx_str_t *tok,
     ngx_http_apim_claims_t **cl);
+/* drops the worker's cached tokens (exit_process) */
+void ngx_http_apim_jwt_cleanup(void);
 ngx_uint_t ngx_http_apim_jwt_has_scope(const ngx_http_apim_claims_t *cl,
     const char *scope);
 /* 1: api is among an API key's subscribedAPIs (uuid, or name and version) */
