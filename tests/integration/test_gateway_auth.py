@@ -605,7 +605,8 @@ http {
 
         c = "http://wso2.org/claims/"
         self.assertEqual(claims["iss"], "wso2.org/products/am")
-        self.assertEqual(claims["exp"], now + 1800)
+        # valid 15 minutes, never longer than the caller's token
+        self.assertEqual(claims["exp"] - claims["iat"], 900)
         self.assertGreaterEqual(claims["iat"], now - 5)
         self.assertEqual(claims[c + "subscriber"], "alice")
         self.assertEqual(claims[c + "applicationid"], APP_ID)
@@ -628,6 +629,11 @@ http {
         # the same token again: the same claims (a cached or new JWT)
         doc = self.assert_backend(self.call("GET", "/pizza/1.0.0/menu", tok))
         self.assertEqual(self.assertion(doc)[2][c + "applicationname"], "App1")
+
+        short = self.token(jti="tok-short", exp_in=120)
+        doc = self.assert_backend(self.call("GET", "/pizza/1.0.0/menu", short))
+        self.assertEqual(self.assertion(doc)[2]["exp"], json.loads(
+            b64url_decode(short.split(".")[1]))["exp"])
 
     def test_backend_jwt_for_an_api_key_and_snapshot_changes(self):
         c = "http://wso2.org/claims/"

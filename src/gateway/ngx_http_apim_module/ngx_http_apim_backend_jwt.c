@@ -8,7 +8,8 @@
  *                                     half: {"keys":[{kty,kid,n,e...}]}
  *
  * The JWT follows the reference gateway's: iss "wso2.org/products/am",
- * iat, exp (the caller's token's), the claims under http://wso2.org/claims/ of
+ * iat, exp (APIM_BJWT_TTL after iat, never after the caller's token's
+ * exp), the claims under http://wso2.org/claims/ of
  * the API, application and subscription, and the caller's token's other
  * claims (not iss sub aud exp nbf iat jti application tierInfo
  * subscribedAPIs). RS256; the header's kid is the key's RFC 7638
@@ -18,7 +19,8 @@
  * keeps the signed JWTs in a direct-mapped table (APIM_BCACHE_SIZE), keyed
  * by the SHA-256 of the caller's token hash and of every claim but iat: a
  * change in the snapshot (an application renamed, a new tier) makes a new
- * JWT on the next call. An entry is used until the caller's token expires.
+ * JWT on the next call. An entry is used until APIM_BJWT_MARGIN seconds
+ * before it expires.
  */
 
 #include "ngx_http_apim_module.h"
@@ -30,6 +32,8 @@
 
 #define APIM_BCACHE_SIZE   256               /* power of two */
 #define APIM_BJWT_MAX      4096
+#define APIM_BJWT_TTL      900               /* the reference's default */
+#define APIM_BJWT_MARGIN   30
 #define APIM_CLAIM_URI     "http://wso2.org/claims/"
 
 
@@ -283,7 +287,7 @@ ngx_http_apim_backend_jwt_set(ngx_http_request_t *r, ngx_http_apim_ctx_t *ctx,
 {
     u_char                     *p, *v, key[64], hash[32];
     size_t                      len, vl;
-    time_t                      now;
+    time_t                      now, exp;
     ngx_str_t                   body, payload, jwt, apictx, usertype, tenant;
     ngx_table_elt_t            *h;
     ngx_http_apim_bcache_t     *e;
@@ -331,9 +335,8 @@ ngx_http_apim_backend_jwt_set(ngx_http_request_t *r, ngx_http_apim_ctx_t *ctx,
 
     ngx_str_set(&tenant, "-1234");
 
-    /* every claim but iat */
-    len = sizeof("\"iss\":\"wso2.org/products/am\",\"exp\":") - 1
-          + NGX_TIME_T_LEN + cl->extra.len + 1;
+    /* every claim but iat and exp */
+    len = sizeof("\"iss\":\"wso2.org/products/am\"") - 1 + cl->extra.len + 1;
 
 #define APIM_CLAIM_LEN(name, s)                                              \
     (sizeof(",\"" APIM_CLAIM_URI name "\":\"\"") - 1 + (s).len               \
@@ -360,8 +363,8 @@ ngx_http_apim_backend_jwt_set(ngx_http_request_t *r, ngx_http_apim_ctx_t *ctx,
         return NGX_ERROR;
     }
 
-    p = ngx_sprintf(body.data, "\"iss\":\"wso2.org/products/am\",\"exp\":%T",
-                    cl->exp);
+    p = ngx_cpymem(body.data, "\"iss\":\"wso2.org/products/am\"",
+                   sizeof("\"iss\":\"wso2.org/products/am\"") - 1);
     p = ngx_http_apim_claim(p, "subscriber", &ctx->app_owner);
     p = ngx_http_apim_claim(p, "applicationid", &ctx->app_id);
     p = ngx_http_apim_claim(p, "applicationname", &ctx->app_name);
@@ -396,20 +399,24 @@ ngx_http_apim_backend_jwt_set(ngx_http_request_t *r, ngx_http_apim_ctx_t *ctx,
     e = &ngx_http_apim_bcache[(hash[0] | hash[1] << 8)
                               & (APIM_BCACHE_SIZE - 1)];
 
-    if (e->used && e->exp >= now
+    if (e->used && e->exp - APIM_BJWT_MARGIN > now
         && CRYPTO_memcmp(e->key, hash, 32) == 0)
     {
         jwt.data = e->jwt;
         jwt.len = e->len;
 
     } else {
-        payload.len = sizeof("{\"iat\":,}") - 1 + NGX_TIME_T_LEN + body.len;
+        exp = ngx_min(now + APIM_BJWT_TTL, cl->exp);
+
+        payload.len = sizeof("{\"iat\":,\"exp\":,}") - 1 + 2 * NGX_TIME_T_LEN
+                      + body.len;
         payload.data = ngx_pnalloc(r->pool, payload.len);
         if (payload.data == NULL) {
             return NGX_ERROR;
         }
 
-        payload.len = ngx_sprintf(payload.data, "{\"iat\":%T,%V}", now, &body)
+        payload.len = ngx_sprintf(payload.data, "{\"iat\":%T,\"exp\":%T,%V}",
+                                  now, exp, &body)
                       - payload.data;
 
         if (ngx_http_apim_sign(r, amcf, &payload, &jwt) != NGX_OK) {
@@ -422,7 +429,7 @@ ngx_http_apim_backend_jwt_set(ngx_http_request_t *r, ngx_http_apim_ctx_t *ctx,
             ngx_memcpy(e->key, hash, 32);
             ngx_memcpy(e->jwt, jwt.data, jwt.len);
             e->len = jwt.len;
-            e->exp = cl->exp;
+            e->exp = exp;
             e->used = 1;
         }
     }
