@@ -14,9 +14,26 @@
  * File mode (tests; used when apim_control_plane_url is not set):
  *   apim_snapshot_file <path>;        the gateway data, JSON, re-read
  *                                     when it changes
+ * Backend JWT (ngx_http_apim_backend_jwt.c):
+ *   apim_backend_jwt on|off;          (http) add X-JWT-Assertion
+ *   apim_backend_jwt_key <pem>;       (http) its RSA signing key
+ *   apim_jwks;                        (location) its public key, a JWKS
  *
- * Variables: $apim_api_id, $apim_api_name, $apim_app_id, $apim_backend,
- * $apim_rest, $apim_key_type. The rendered configuration proxies with
+ * Credentials, as the API's securityScheme allows: "Authorization: Bearer
+ * <JWT>" (oauth2), else an API key (api_key) in the header named by the
+ * API's apiKeyHeader (default apikey) or in the query argument of that
+ * name. Both are JWTs verified locally (ngx_http_apim_jwt.c, with a
+ * per-worker cache of verified tokens); an API key is bound to its
+ * application, to the APIs it was issued for (subscribedAPIs) and to its
+ * permittedIP. Then, for both: the live subscription, the resource's
+ * scopes. The credential used is removed before proxying (the API key
+ * from the headers or from $args), and so is any client X-JWT-Assertion.
+ * CORS (ngx_http_apim_cors.c): preflights are answered before any
+ * credential check.
+ *
+ * Variables: every ngx_str_t field of ngx_http_apim_ctx_t, as
+ * $apim_<field> ($apim_api_id, $apim_app_id, $apim_user, $apim_fault_code,
+ * $apim_backend, $apim_rest...). The rendered configuration proxies with
  *   proxy_pass $apim_backend$apim_rest$is_args$args;
  * $apim_backend is the chosen endpoint URL without a trailing slash and
  * $apim_rest the (re-escaped) path after the API's context and version.
@@ -43,8 +60,10 @@
 
 
 static ngx_int_t ngx_http_apim_preconf(ngx_conf_t *cf);
+static void ngx_http_apim_module_exit_process(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_apim_postconf(ngx_conf_t *cf);
 static void *ngx_http_apim_create_main_conf(ngx_conf_t *cf);
+static char *ngx_http_apim_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_http_apim_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_apim_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
@@ -59,6 +78,27 @@ static ngx_command_t  ngx_http_apim_commands[] = {
       ngx_conf_set_flag_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_apim_loc_conf_t, enable),
+      NULL },
+
+    { ngx_string("apim_backend_jwt"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_apim_main_conf_t, backend_jwt),
+      NULL },
+
+    { ngx_string("apim_backend_jwt_key"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_apim_main_conf_t, backend_jwt_key),
+      NULL },
+
+    { ngx_string("apim_jwks"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_apim_jwks_conf,
+      0,
+      0,
       NULL },
 
     { ngx_string("apim_snapshot_file"),
@@ -119,7 +159,7 @@ static ngx_http_module_t  ngx_http_apim_module_ctx = {
     ngx_http_apim_postconf,                /* postconfiguration */
 
     ngx_http_apim_create_main_conf,        /* create main configuration */
-    NULL,                                  /* init main configuration */
+    ngx_http_apim_init_main_conf,          /* init main configuration */
 
     NULL,                                  /* create server configuration */
     NULL,                                  /* merge server configuration */
@@ -139,7 +179,7 @@ ngx_module_t  ngx_http_apim_module = {
     ngx_http_apim_init_process,            /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    ngx_http_apim_exit_process,            /* exit process */
+    ngx_http_apim_module_exit_process,     /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
@@ -212,6 +252,12 @@ static const ngx_http_apim_fault_t  ngx_http_apim_missing = {
     "900902", NGX_HTTP_UNAUTHORIZED, "Missing Credentials",
     "Invalid Credentials. Make sure your API invocation call has a header: "
     "'Authorization : Bearer ACCESS_TOKEN'"
+};
+
+static const ngx_http_apim_fault_t  ngx_http_apim_missing_key = {
+    "900902", NGX_HTTP_UNAUTHORIZED, "Missing Credentials",
+    "Invalid Credentials. Make sure your API invocation call has an API key "
+    "in the header or query parameter 'apikey'"
 };
 
 static const ngx_http_apim_fault_t  ngx_http_apim_no_resource = {
@@ -427,159 +473,119 @@ ngx_http_apim_set_resource(ngx_http_request_t *r, ngx_http_apim_ctx_t *ctx,
 }
 
 
-static json_t *
-ngx_http_apim_b64_json(ngx_http_request_t *r, u_char *p, size_t len)
-{
-    ngx_str_t  src, dst;
-
-    src.data = p;
-    src.len = len;
-
-    dst.data = ngx_pnalloc(r->pool, ngx_base64_decoded_length(len) + 1);
-    if (dst.data == NULL) {
-        return NULL;
-    }
-
-    if (ngx_decode_base64url(&dst, &src) != NGX_OK) {
-        return NULL;
-    }
-
-    return json_loadb((char *) dst.data, dst.len, 0, NULL);
-}
-
-
-static ngx_int_t
-ngx_http_apim_verify_sig(ngx_http_request_t *r, const ngx_http_apim_jwk_t *jwk,
-    const char *alg, u_char *input, size_t input_len, u_char *sig64,
-    size_t sig64_len)
-{
-    int             ok, type;
-    size_t          der_len;
-    u_char         *der;
-    BIGNUM         *br, *bs;
-    ECDSA_SIG      *es;
-    ngx_str_t       src, sig;
-    EVP_MD_CTX     *md;
-
-    type = EVP_PKEY_get_base_id(jwk->pkey);
-
-    if (!((ngx_strcmp(alg, "RS256") == 0 && type == EVP_PKEY_RSA)
-          || (ngx_strcmp(alg, "ES256") == 0 && type == EVP_PKEY_EC)))
-    {
-        return NGX_DECLINED;
-    }
-
-    src.data = sig64;
-    src.len = sig64_len;
-    sig.data = ngx_pnalloc(r->pool, ngx_base64_decoded_length(sig64_len) + 1);
-    if (sig.data == NULL || ngx_decode_base64url(&sig, &src) != NGX_OK) {
-        return NGX_DECLINED;
-    }
-
-    der = NULL;
-
-    if (type == EVP_PKEY_EC) {
-        /* JOSE R || S -> DER ECDSA-Sig-Value */
-        if (sig.len != 64) {
-            return NGX_DECLINED;
-        }
-
-        es = ECDSA_SIG_new();
-        br = BN_bin2bn(sig.data, 32, NULL);
-        bs = BN_bin2bn(sig.data + 32, 32, NULL);
-
-        if (es == NULL || br == NULL || bs == NULL
-            || !ECDSA_SIG_set0(es, br, bs))
-        {
-            ECDSA_SIG_free(es);
-            BN_free(br);
-            BN_free(bs);
-            return NGX_DECLINED;
-        }
-
-        ok = i2d_ECDSA_SIG(es, &der);
-        ECDSA_SIG_free(es);
-
-        if (ok <= 0) {
-            return NGX_DECLINED;
-        }
-
-        der_len = ok;
-        sig.data = der;
-        sig.len = der_len;
-    }
-
-    md = EVP_MD_CTX_new();
-
-    ok = md != NULL
-         && EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, jwk->pkey) == 1
-         && EVP_DigestVerify(md, sig.data, sig.len, input, input_len) == 1;
-
-    EVP_MD_CTX_free(md);
-    OPENSSL_free(der);
-
-    return ok ? NGX_OK : NGX_DECLINED;
-}
-
-
+/* an API key's permittedIP: comma-separated addresses and CIDR ranges */
 static ngx_uint_t
-ngx_http_apim_has_scope(json_t *claims, const char *want)
+ngx_http_apim_ip_permitted(ngx_http_request_t *r, ngx_str_t *list)
 {
-    size_t       i, wl;
-    json_t      *v, *e;
-    const char  *p, *q;
+    u_char       *p, *q, *end;
+    ngx_str_t     item;
+    ngx_cidr_t   *cidr;
+    ngx_array_t   cidrs;
 
-    wl = ngx_strlen(want);
-
-    v = json_object_get(claims, "scope");
-
-    if (json_is_string(v)) {
-        p = json_string_value(v);
-
-        while (*p) {
-            while (*p == ' ') {
-                p++;
-            }
-            q = p;
-            while (*q && *q != ' ') {
-                q++;
-            }
-            if ((size_t) (q - p) == wl && ngx_strncmp(p, want, wl) == 0) {
-                return 1;
-            }
-            p = q;
-        }
-
+    if (ngx_array_init(&cidrs, r->pool, 4, sizeof(ngx_cidr_t)) != NGX_OK) {
         return 0;
     }
 
-    v = json_object_get(claims, "scp");
+    p = list->data;
+    end = p + list->len;
 
-    json_array_foreach(v, i, e) {
-        if (json_is_string(e) && ngx_strcmp(json_string_value(e), want) == 0) {
-            return 1;
+    while (p < end) {
+        q = ngx_strlchr(p, end, ',');
+        if (q == NULL) {
+            q = end;
+        }
+
+        item.data = p;
+        item.len = q - p;
+
+        while (item.len && item.data[0] == ' ') {
+            item.data++;
+            item.len--;
+        }
+
+        while (item.len && item.data[item.len - 1] == ' ') {
+            item.len--;
+        }
+
+        p = q + 1;
+
+        if (item.len == 0) {
+            continue;
+        }
+
+        cidr = ngx_array_push(&cidrs);
+        if (cidr == NULL) {
+            return 0;
+        }
+
+        if (ngx_ptocidr(&item, cidr) == NGX_ERROR) {
+            cidrs.nelts--;
         }
     }
 
-    return 0;
+    return cidrs.nelts
+           && ngx_cidr_match(r->connection->sockaddr, &cidrs) == NGX_OK;
 }
 
 
-static ngx_int_t
-ngx_http_apim_strip_authorization(ngx_http_request_t *r)
+/* the request header named name (case-insensitive), or NULL */
+static ngx_table_elt_t *
+ngx_http_apim_header_in(ngx_http_request_t *r, u_char *name, size_t len)
 {
     ngx_uint_t        i;
-    ngx_list_t        headers;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return NULL;
+            }
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == len
+            && ngx_strncasecmp(h[i].key.data, name, len) == 0)
+        {
+            return &h[i];
+        }
+    }
+}
+
+
+/*
+ * Removes the credentials from what goes to the backend: the client's
+ * X-JWT-Assertion always, Authorization when authz, the header named
+ * apikey when given.
+ */
+static ngx_int_t
+ngx_http_apim_strip_headers(ngx_http_request_t *r, ngx_uint_t authz,
+    ngx_str_t *apikey)
+{
+    ngx_uint_t        i;
+    ngx_list_t        old;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h, *nh;
 
-    if (ngx_list_init(&headers, r->pool, 20, sizeof(ngx_table_elt_t))
+    /* a new list in place (its "last" points into itself); the old parts
+     * stay allocated in r->pool, and the typed pointers (host,
+     * user_agent...) keep pointing into them */
+    old = r->headers_in.headers;
+
+    if (ngx_list_init(&r->headers_in.headers, r->pool, 20,
+                      sizeof(ngx_table_elt_t))
         != NGX_OK)
     {
         return NGX_ERROR;
     }
 
-    part = &r->headers_in.headers.part;
+    part = &old.part;
     h = part->elts;
 
     for (i = 0; /* void */; i++) {
@@ -593,14 +599,29 @@ ngx_http_apim_strip_authorization(ngx_http_request_t *r)
             i = 0;
         }
 
-        if (h[i].key.len == sizeof("Authorization") - 1
+        if (authz
+            && h[i].key.len == sizeof("Authorization") - 1
             && ngx_strncasecmp(h[i].key.data, (u_char *) "Authorization",
                                h[i].key.len) == 0)
         {
             continue;
         }
 
-        nh = ngx_list_push(&headers);
+        if (h[i].key.len == sizeof("X-JWT-Assertion") - 1
+            && ngx_strncasecmp(h[i].key.data, (u_char *) "X-JWT-Assertion",
+                               h[i].key.len) == 0)
+        {
+            continue;
+        }
+
+        if (apikey != NULL
+            && h[i].key.len == apikey->len
+            && ngx_strncasecmp(h[i].key.data, apikey->data, apikey->len) == 0)
+        {
+            continue;
+        }
+
+        nh = ngx_list_push(&r->headers_in.headers);
         if (nh == NULL) {
             return NGX_ERROR;
         }
@@ -608,10 +629,54 @@ ngx_http_apim_strip_authorization(ngx_http_request_t *r)
         *nh = h[i];
     }
 
-    /* the typed pointers (host, user_agent...) point into the old list,
-     * which stays allocated in r->pool; only authorization goes */
-    r->headers_in.headers = headers;
-    r->headers_in.authorization = NULL;
+    if (authz) {
+        r->headers_in.authorization = NULL;
+    }
+
+    return NGX_OK;
+}
+
+
+/* drops every argument called name (case-insensitive) from r->args */
+static ngx_int_t
+ngx_http_apim_strip_arg(ngx_http_request_t *r, ngx_str_t *name)
+{
+    u_char  *p, *q, *end, *eq, *dst, *out;
+
+    out = ngx_pnalloc(r->pool, r->args.len);
+    if (out == NULL) {
+        return NGX_ERROR;
+    }
+
+    dst = out;
+    p = r->args.data;
+    end = p + r->args.len;
+
+    while (p < end) {
+        q = ngx_strlchr(p, end, '&');
+        if (q == NULL) {
+            q = end;
+        }
+
+        eq = ngx_strlchr(p, q, '=');
+        if (eq == NULL) {
+            eq = q;
+        }
+
+        if (!((size_t) (eq - p) == name->len
+              && ngx_strncasecmp(p, name->data, name->len) == 0))
+        {
+            if (dst != out) {
+                *dst++ = '&';
+            }
+            dst = ngx_cpymem(dst, p, q - p);
+        }
+
+        p = q + 1;
+    }
+
+    r->args.data = out;
+    r->args.len = dst - out;
 
     return NGX_OK;
 }
@@ -620,20 +685,19 @@ ngx_http_apim_strip_authorization(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_apim_handler(ngx_http_request_t *r)
 {
-    u_char                    *p, *end, *dot1, *dot2, *bounds[APIM_MAX_SEGMENTS];
+    u_char                    *p, *end, *bounds[APIM_MAX_SEGMENTS];
     size_t                     nb, i, len;
-    time_t                     now;
-    json_t                    *hdr, *claims, *v;
-    ngx_str_t                  tok;
-    ngx_uint_t                 sandbox;
-    const char                *alg, *kid, *client;
+    ngx_int_t                  rc;
+    ngx_str_t                  tok, keyname;
+    ngx_uint_t                 sandbox, by_key, key_in_query, known;
+    ngx_table_elt_t           *kh;
     ngx_http_apim_op_t        *op;
     ngx_http_apim_api_t       *api;
     ngx_http_apim_ctx_t       *ctx;
-    const ngx_http_apim_jwk_t *jwk;
     ngx_http_apim_snap_t      *snap;
     ngx_http_apim_keymap_t    *km;
     ngx_http_apim_sub_t       *sub;
+    ngx_http_apim_claims_t    *cl;
     ngx_http_apim_upstream_t  *up;
     const ngx_http_apim_app_t *app;
     ngx_http_apim_loc_conf_t  *alcf;
@@ -662,10 +726,6 @@ ngx_http_apim_handler(ngx_http_request_t *r)
     if (snap == NULL) {
         return ngx_http_apim_fault(r, &ngx_http_apim_no_resource);
     }
-
-    hdr = NULL;
-    claims = NULL;
-    fault = NULL;
 
     /* the API: the longest "/seg/seg..." prefix that names one */
     p = r->uri.data;
@@ -699,13 +759,25 @@ ngx_http_apim_handler(ngx_http_request_t *r)
     p = end;
     end = r->uri.data + r->uri.len;
     op = NULL;
+    known = 0;
 
     for (i = 0; i < api->nops; i++) {
-        if (ngx_http_apim_template_match(api->ops[i].target, p, end)
-            && ngx_http_apim_verb_match(r, api->ops[i].verb))
-        {
-            op = &api->ops[i];
-            break;
+        if (ngx_http_apim_template_match(api->ops[i].target, p, end)) {
+            known = 1;
+
+            if (ngx_http_apim_verb_match(r, api->ops[i].verb)) {
+                op = &api->ops[i];
+                break;
+            }
+        }
+    }
+
+    /* CORS: a preflight for a known path is answered here, before any
+     * credential */
+    if (api->cors != NULL && known) {
+        rc = ngx_http_apim_cors_request(r, ctx, api->cors);
+        if (rc != NGX_DECLINED) {
+            return rc;
         }
     }
 
@@ -739,103 +811,88 @@ ngx_http_apim_handler(ngx_http_request_t *r)
 
     sandbox = 0;
     app = NULL;
+    cl = NULL;
 
     if (op->auth_none) {
         if (api->blocked) {
             return ngx_http_apim_fault(r, &ngx_http_apim_api_blocked);
         }
+
+        if (ngx_http_apim_strip_headers(r, 0, NULL) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
         goto backend;
     }
 
-    /* the token */
-    if (r->headers_in.authorization == NULL) {
-        return ngx_http_apim_fault(r, &ngx_http_apim_missing);
+    /*
+     * The credential, as the API's securityScheme allows: a bearer token
+     * (oauth2) first, else an API key (api_key) in the header named by
+     * apiKeyHeader (default "apikey") or in the query argument of that name.
+     */
+    ngx_str_null(&tok);
+    by_key = 0;
+    key_in_query = 0;
+
+    if (api->api_key_header != NULL && api->api_key_header[0] != '\0') {
+        keyname.data = (u_char *) api->api_key_header;
+        keyname.len = ngx_strlen(api->api_key_header);
+
+    } else {
+        ngx_str_set(&keyname, "apikey");
     }
 
-    tok = r->headers_in.authorization->value;
-
-    if (tok.len < 7
-        || ngx_strncasecmp(tok.data, (u_char *) "Bearer ", 7) != 0)
+    if ((api->security & APIM_SEC_OAUTH2)
+        && r->headers_in.authorization != NULL)
     {
-        return ngx_http_apim_fault(r, &ngx_http_apim_missing);
+        tok = r->headers_in.authorization->value;
+
+        if (tok.len > 7
+            && ngx_strncasecmp(tok.data, (u_char *) "Bearer ", 7) == 0)
+        {
+            tok.data += 7;
+            tok.len -= 7;
+
+            while (tok.len && tok.data[0] == ' ') {
+                tok.data++;
+                tok.len--;
+            }
+
+        } else {
+            ngx_str_null(&tok);
+        }
     }
 
-    tok.data += 7;
-    tok.len -= 7;
+    if (tok.len == 0 && (api->security & APIM_SEC_API_KEY)) {
+        kh = ngx_http_apim_header_in(r, keyname.data, keyname.len);
 
-    while (tok.len && tok.data[0] == ' ') {
-        tok.data++;
-        tok.len--;
+        if (kh != NULL) {
+            tok = kh->value;
+
+        } else if (ngx_http_arg(r, keyname.data, keyname.len, &tok) == NGX_OK)
+        {
+            key_in_query = 1;
+        }
+
+        by_key = tok.len > 0;
+    }
+
+    if (tok.len == 0) {
+        return ngx_http_apim_fault(r, (api->security & APIM_SEC_OAUTH2)
+                                      ? &ngx_http_apim_missing
+                                      : &ngx_http_apim_missing_key);
     }
 
     fault = &ngx_http_apim_invalid;
 
-    end = tok.data + tok.len;
-    dot1 = ngx_strlchr(tok.data, end, '.');
-    dot2 = dot1 ? ngx_strlchr(dot1 + 1, end, '.') : NULL;
+    rc = ngx_http_apim_jwt_verify(r, snap, &tok, &cl);
 
-    if (dot2 == NULL) {
-        goto failed;
+    if (rc == NGX_ERROR) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    hdr = ngx_http_apim_b64_json(r, tok.data, dot1 - tok.data);
-    claims = ngx_http_apim_b64_json(r, dot1 + 1, dot2 - dot1 - 1);
-
-    if (!json_is_object(hdr) || !json_is_object(claims)) {
-        goto failed;
-    }
-
-    alg = ngx_http_apim_jstr(hdr, "alg");
-    kid = ngx_http_apim_jstr(hdr, "kid");
-
-    if (alg == NULL || kid == NULL) {
-        goto failed;
-    }
-
-    v = json_object_get(claims, "iss");
-    jwk = ngx_http_apim_jwk_find(snap, kid,
-                                 json_is_string(v) ? json_string_value(v)
-                                                   : NULL);
-    if (jwk == NULL) {
-        goto failed;
-    }
-
-    if (ngx_http_apim_verify_sig(r, jwk, alg, tok.data, dot2 - tok.data,
-                                 dot2 + 1, end - dot2 - 1)
-        != NGX_OK)
-    {
-        goto failed;
-    }
-
-    if (jwk->issuer != NULL) {
-        v = json_object_get(claims, "iss");
-        if (!json_is_string(v)
-            || ngx_strcmp(json_string_value(v), jwk->issuer) != 0)
-        {
-            goto failed;
-        }
-    }
-
-    now = ngx_time();
-
-    v = json_object_get(claims, "exp");
-    if (!json_is_number(v) || json_number_value(v) + APIM_LEEWAY < now) {
-        goto failed;
-    }
-
-    v = json_object_get(claims, "nbf");
-    if (v != NULL
-        && (!json_is_number(v) || json_number_value(v) - APIM_LEEWAY > now))
-    {
-        goto failed;
-    }
-
-    v = json_object_get(claims, "jti");
-    if (json_is_string(v)
-        && ngx_http_apim_map_get(&snap->revoked,
-                                 (u_char *) json_string_value(v),
-                                 json_string_length(v)))
-    {
+    /* an API key is no access token, and the reverse */
+    if (rc != NGX_OK || cl->api_key != by_key) {
         goto failed;
     }
 
@@ -845,25 +902,35 @@ ngx_http_apim_handler(ngx_http_request_t *r)
     }
 
     /* the application and its subscription */
-    client = ngx_http_apim_jstr(claims, "azp");
-    if (client == NULL) {
-        client = ngx_http_apim_jstr(claims, "client_id");
-    }
-
     fault = &ngx_http_apim_forbidden;
 
-    if (client == NULL) {
-        goto failed;
-    }
+    if (by_key) {
+        /* bound to its application and to the APIs it was issued for */
+        app = ngx_http_apim_map_get(&snap->apps, cl->app_id.data,
+                                    cl->app_id.len);
+        if (app == NULL || !ngx_http_apim_jwt_subscribed(cl, api)) {
+            goto failed;
+        }
 
-    km = ngx_http_apim_map_get(&snap->keys, (u_char *) client,
-                               ngx_strlen(client));
-    if (km == NULL) {
-        goto failed;
-    }
+        sandbox = cl->key_type.len == sizeof("SANDBOX") - 1
+                  && ngx_strncmp(cl->key_type.data, "SANDBOX", 7) == 0;
 
-    app = km->app;
-    sandbox = km->sandbox;
+        if (cl->permitted_ip.len
+            && !ngx_http_apim_ip_permitted(r, &cl->permitted_ip))
+        {
+            goto failed;
+        }
+
+    } else {
+        km = ngx_http_apim_map_get(&snap->keys, cl->client.data,
+                                   cl->client.len);
+        if (km == NULL) {
+            goto failed;
+        }
+
+        app = km->app;
+        sandbox = km->sandbox;
+    }
 
     len = ngx_strlen(app->id) + 1 + ngx_strlen(api->id);
     if (len > sizeof(subkey)) {
@@ -887,7 +954,8 @@ ngx_http_apim_handler(ngx_http_request_t *r)
     }
 
     if (ngx_strcmp(sub->status, "UNBLOCKED") != 0
-        && ngx_strcmp(sub->status, "PROD_ONLY_BLOCKED") != 0)
+        && ngx_strcmp(sub->status, "PROD_ONLY_BLOCKED") != 0
+        && ngx_strcmp(sub->status, "TIER_UPDATE_PENDING") != 0)
     {
         fault = &ngx_http_apim_sub_inactive;
         goto failed;
@@ -895,30 +963,25 @@ ngx_http_apim_handler(ngx_http_request_t *r)
 
     /* scopes of the resource must all be in the token */
     for (i = 0; i < op->nscopes; i++) {
-        if (!ngx_http_apim_has_scope(claims, op->scopes[i])) {
+        if (!ngx_http_apim_jwt_has_scope(cl, op->scopes[i])) {
             fault = &ngx_http_apim_scope;
             goto failed;
         }
     }
 
-    if (ngx_http_apim_set_str(r, &ctx->user,
-                              ngx_http_apim_jstr(claims, "sub")) != NGX_OK)
-    {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
+    ctx->user.len = cl->sub.len;
+    ctx->user.data = ngx_pstrdup(r->pool, &cl->sub);
 
-    json_decref(hdr);
-    json_decref(claims);
-    hdr = NULL;
-    claims = NULL;
-
-    if (ngx_http_apim_set_str(r, &ctx->app_id, app->id) != NGX_OK
+    if ((cl->sub.len && ctx->user.data == NULL)
+        || ngx_http_apim_set_str(r, &ctx->app_id, app->id) != NGX_OK
         || ngx_http_apim_set_str(r, &ctx->app_name, app->name) != NGX_OK
         || ngx_http_apim_set_str(r, &ctx->app_owner, app->owner) != NGX_OK
         || ngx_http_apim_set_str(r, &ctx->app_tier, app->tier) != NGX_OK
         || ngx_http_apim_set_str(r, &ctx->subscription_tier, sub->tier)
            != NGX_OK
-        || ngx_http_apim_strip_authorization(r) != NGX_OK)
+        || ngx_http_apim_strip_headers(r, !by_key, by_key ? &keyname : NULL)
+           != NGX_OK
+        || (key_in_query && ngx_http_apim_strip_arg(r, &keyname) != NGX_OK))
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -943,12 +1006,13 @@ backend:
         ngx_str_set(&ctx->key_type, "PRODUCTION");
     }
 
+    if (cl != NULL && ngx_http_apim_backend_jwt_set(r, ctx, cl) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
     return NGX_OK;
 
 failed:
-
-    json_decref(hdr);
-    json_decref(claims);
 
     return ngx_http_apim_fault(r, fault);
 }
@@ -981,6 +1045,14 @@ ngx_http_apim_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
 
 
 /* -- configuration ------------------------------------------------------- */
+
+static void
+ngx_http_apim_module_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_apim_exit_process(cycle);
+    ngx_http_apim_jwt_cleanup();
+}
+
 
 static ngx_int_t
 ngx_http_apim_preconf(ngx_conf_t *cf)
@@ -1016,7 +1088,7 @@ ngx_http_apim_postconf(ngx_conf_t *cf)
 
     *h = ngx_http_apim_handler;
 
-    return NGX_OK;
+    return ngx_http_apim_cors_init(cf);
 }
 
 
@@ -1032,7 +1104,24 @@ ngx_http_apim_create_main_conf(ngx_conf_t *cf)
 
     /* amcf->snapshot_file = { 0, NULL }; */
 
+    amcf->backend_jwt = NGX_CONF_UNSET;
+
     return amcf;
+}
+
+
+static char *
+ngx_http_apim_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_http_apim_main_conf_t  *amcf = conf;
+
+    if (ngx_http_apim_backend_jwt_init(cf, amcf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_conf_init_value(amcf->backend_jwt, 0);
+
+    return NGX_CONF_OK;
 }
 
 

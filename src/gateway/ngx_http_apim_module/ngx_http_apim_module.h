@@ -38,6 +38,12 @@ typedef struct {
     ngx_str_t                   event_hub_url;
     ngx_str_t                   cache_file;
     ngx_str_t                   cp_ca_file;
+    /* the backend JWT (ngx_http_apim_backend_jwt.c) */
+    ngx_flag_t                  backend_jwt;
+    ngx_str_t                   backend_jwt_key;    /* PEM path */
+    EVP_PKEY                   *backend_pkey;
+    ngx_str_t                   backend_kid;
+    ngx_str_t                   backend_jwks;       /* the JWKS document */
 } ngx_http_apim_main_conf_t;
 
 
@@ -102,7 +108,14 @@ typedef struct {
     ngx_http_apim_cors_t       *cors;       /* NULL: CORS disabled */
     ngx_http_apim_op_t         *ops;        /* most specific first */
     size_t                      nops;
+    ngx_uint_t                  security;   /* APIM_SEC_*, from securityScheme */
+    const char                 *api_key_header;  /* apiKeyHeader, or NULL */
 } ngx_http_apim_api_t;
+
+/* ngx_http_apim_api_t.security: the credentials an API accepts */
+#define APIM_SEC_OAUTH2     0x01
+#define APIM_SEC_API_KEY    0x02
+#define APIM_SEC_BASIC      0x04
 
 
 typedef struct {
@@ -214,6 +227,9 @@ typedef struct {
     /* set by ngx_http_apim_upstream_set() */
     ngx_str_t                   backend;       /* endpoint URL, no "/" */
     void                       *upstream;      /* balancer state, r->pool */
+    /* set by the access handler for ngx_http_apim_cors.c's header filter */
+    ngx_str_t                   cors_origin;   /* Access-Control-Allow-Origin */
+    ngx_uint_t                  cors_credentials;
 } ngx_http_apim_ctx_t;
 
 
@@ -285,6 +301,63 @@ const ngx_http_apim_jwk_t *ngx_http_apim_jwk_find(
  * hands to the JWKS thread of ngx_http_apim_jwks_module. NULL: none. */
 ngx_http_apim_issuers_t *ngx_http_apim_issuers_build(ngx_http_apim_snap_t *s,
     json_t *key_managers, ngx_log_t *log);
+
+/*
+ * ngx_http_apim_jwt.c: the claims of a verified token (an OAuth JWT or an
+ * API key) that the request path uses; the strings are NUL-terminated.
+ * Borrowed from the per-worker token cache (or r->pool): valid until the
+ * access handler returns, copy what you keep.
+ */
+#define APIM_TOKEN_MAX      8192
+
+typedef struct {
+    time_t                      exp;
+    time_t                      nbf;        /* 0: none */
+    ngx_uint_t                  api_key;    /* token_type "apiKey" */
+    ngx_str_t                   kid;
+    ngx_str_t                   iss;
+    ngx_str_t                   sub;
+    ngx_str_t                   jti;
+    ngx_str_t                   aut;        /* APPLICATION, APPLICATION_USER */
+    ngx_str_t                   client;     /* azp or client_id */
+    ngx_str_t                   scope;      /* space separated */
+    ngx_str_t                   key_type;   /* API key: PRODUCTION, SANDBOX */
+    ngx_str_t                   app_id;     /* API key: application.uuid */
+    ngx_str_t                   apis;       /* API key: subscribedAPIs */
+    ngx_str_t                   permitted_ip;  /* API key: permittedIP */
+    ngx_str_t                   extra;      /* other claims, JSON members */
+    u_char                      hash[32];   /* SHA-256 of the token */
+} ngx_http_apim_claims_t;
+
+/* NGX_OK and *cl: a valid token (signature, exp, nbf, key, issuer, not
+ * revoked, against snap); NGX_DECLINED: invalid; NGX_ERROR */
+ngx_int_t ngx_http_apim_jwt_verify(ngx_http_request_t *r,
+    const ngx_http_apim_snap_t *snap, ngx_str_t *tok,
+    ngx_http_apim_claims_t **cl);
+/* drops the worker's cached tokens (exit_process) */
+void ngx_http_apim_jwt_cleanup(void);
+ngx_uint_t ngx_http_apim_jwt_has_scope(const ngx_http_apim_claims_t *cl,
+    const char *scope);
+/* 1: api is among an API key's subscribedAPIs (uuid, or name and version) */
+ngx_uint_t ngx_http_apim_jwt_subscribed(const ngx_http_apim_claims_t *cl,
+    const ngx_http_apim_api_t *api);
+ngx_int_t ngx_http_apim_sha256_digest(const u_char *data, size_t len,
+    u_char *out);
+
+/* ngx_http_apim_cors.c: NGX_DECLINED: go on (ctx->cors_* set for the
+ * response); otherwise r was answered (a preflight) and the access
+ * handler returns this value */
+ngx_int_t ngx_http_apim_cors_request(ngx_http_request_t *r,
+    ngx_http_apim_ctx_t *ctx, const ngx_http_apim_cors_t *cors);
+ngx_int_t ngx_http_apim_cors_init(ngx_conf_t *cf);
+
+/* ngx_http_apim_backend_jwt.c: apim_backend_jwt, apim_backend_jwt_key,
+ * apim_jwks */
+ngx_int_t ngx_http_apim_backend_jwt_init(ngx_conf_t *cf,
+    ngx_http_apim_main_conf_t *amcf);
+ngx_int_t ngx_http_apim_backend_jwt_set(ngx_http_request_t *r,
+    ngx_http_apim_ctx_t *ctx, const ngx_http_apim_claims_t *cl);
+char *ngx_http_apim_jwks_conf(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 
 /* ngx_http_apim_feed.c: the per-worker background thread */
 extern ngx_http_apim_snap_t  *ngx_http_apim_current;   /* atomic */

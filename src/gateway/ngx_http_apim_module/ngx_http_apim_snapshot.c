@@ -662,6 +662,18 @@ ngx_http_apim_add_api(ngx_http_apim_build_t *b, json_t *ja)
                                          b->log);
     json_decref(parsed);
 
+    /* securityScheme and apiKeyHeader (no scheme: oauth2) */
+    js = json_object_get(ja, "securityScheme");
+    api->security = json_array_size(js) ? 0 : APIM_SEC_OAUTH2;
+    json_array_foreach(js, i, jsv) {
+        p = json_string_value(jsv);
+        api->security |= p == NULL ? 0
+                         : strcmp(p, "oauth2") == 0 ? APIM_SEC_OAUTH2
+                         : strcmp(p, "api_key") == 0 ? APIM_SEC_API_KEY
+                         : strcmp(p, "basic_auth") == 0 ? APIM_SEC_BASIC : 0;
+    }
+    api->api_key_header = ngx_http_apim_copy(b, ja, "apiKeyHeader", 1);
+
     js = json_object_get(ja, "operations");
     n = json_is_array(js) ? json_array_size(js) : 0;
 
