@@ -8,8 +8,10 @@
  * and apim.block for block. Body: {"seq","type","id","action","payload","ts"}.
  * Every second it publishes {"seq", "ts"} on apim.notify.heartbeat, seq being
  * the last change published (the current sequence once caught up), so that
- * a gateway whose own seq is lower knows it lost a message and resyncs
- * (the snapshot of the internal data API, or per-entity fetches).
+ * a gateway whose own seq is lower knows it lost a message and catches up
+ * (GET /internal/data/v1/changes?since=<its seq>, or the snapshot when no
+ * delta can say it); a seq lower than the gateway's own means the database
+ * went back (restored) and makes it resync.
  *
  * Why tail the committed log instead of publishing from each handler: a row
  * exists only once its transaction committed, so every committed change is

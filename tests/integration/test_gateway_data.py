@@ -651,6 +651,76 @@ class GatewayDeltaTest(unittest.TestCase):
         self.wait_log("answers again; full resync")
 
 
+# -- file mode: a snapshot larger than the parser's window --------------------
+
+@unittest.skipUnless(HAVE_ALL, "needs the module, nginx and nats-server")
+class GatewayFileTest(unittest.TestCase):
+    """A snapshot file of several MB (the parser reads it through a 1 MB
+    window) with one API larger than the window; a half-written file is
+    refused and the data before it kept."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="apim-gwdata-")
+        os.chmod(cls.tmp, 0o755)
+        cls.backend = tgm.start_backend("production")
+        cls.key, cls.jwk = tgm.rsa_jwk(cls.tmp)
+        cls.data = Data(3, 3000, 6000, "http://127.0.0.1:%d" % cls.backend.server_port,
+                        cls.jwk)
+        # API 2 is larger than the window (and than the window doubled)
+        cls.data.apis[uid("api", 2)]["description"] = "x" * (2500 * 1024)
+        cls.path = os.path.join(cls.tmp, "snapshot.json")
+        cls.write(json.dumps(cls.data.snapshot()).encode())
+        cls.gw = Gateway(snapshot_file=cls.path).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.gw.stop()
+        cls.backend.shutdown()
+        shutil.rmtree(cls.gw.tmp, ignore_errors=True)
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    @classmethod
+    def write(cls, text):
+        tmp = cls.path + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, cls.path)
+
+    def token(self, app):
+        return sign(self.key, make_keys(app)[0]["consumerKey"], "jti-%s" % uuid.uuid4(),
+                    self.jwk["kid"])
+
+    def test_large_file_and_half_written_file(self):
+        self.assertGreater(os.path.getsize(self.path), 3 * 1024 * 1024)
+        # app 2999 (the last one) is subscribed to API 2 (n=2999) and API 0 (n=5999)
+        tok = self.token(2999)
+        for api in (0, 2):
+            status, _, body = self.gw.call("/inventory%05d/1.0.0/items" % api, tok)
+            self.assertEqual(status, 200, body)
+            self.assertEqual(json.loads(body)["path"], "/prod/%d/items" % api)
+        self.assertEqual(self.gw.call("/inventory00001/1.0.0/items", tok)[1], "900908")
+        # a half-written file: refused, the data before it still served
+        text = json.dumps(self.data.snapshot()).encode()
+        self.write(text[:len(text) * 3 // 5])
+        deadline = time.time() + 5
+        while "cannot load snapshot" not in self.gw.log() and time.time() < deadline:
+            time.sleep(0.05)
+        self.assertIn("cannot load snapshot", self.gw.log())
+        self.assertEqual(self.gw.call("/inventory00002/1.0.0/items", tok)[0], 200)
+        # the whole file with one subscription less
+        s = make_sub(2999, 2)
+        del self.data.subs[(s["applicationId"], s["apiId"])]
+        self.write(json.dumps(self.data.snapshot()).encode())
+        deadline = time.time() + 5
+        while (self.gw.call("/inventory00002/1.0.0/items", tok)[0] == 200
+               and time.time() < deadline):
+            time.sleep(0.05)
+        self.assertEqual(self.gw.call("/inventory00002/1.0.0/items", tok)[1], "900908")
+        self.assertEqual(self.gw.call("/inventory00000/1.0.0/items", tok)[0], 200)
+
+
 # -- the real control plane ---------------------------------------------------
 
 @unittest.skipUnless(HAVE_ALL, "needs the module, nginx and nats-server")

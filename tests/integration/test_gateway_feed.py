@@ -373,10 +373,12 @@ class GatewayFeedTest(unittest.TestCase):
                           % (old, now, self.gw.log()[-2000:]))
             time.sleep(0.05)
         self.wait_for(tok, 200)
+        # the new workers may still be connecting to NATS: an event they miss
+        # comes by the sequence poll (2 s)
         self.undeploy()
-        self.wait_for(tok, 403, "900906")
+        self.wait_for(tok, 403, "900906", timeout=3.5)
         self.deploy()
-        self.wait_for(tok, 200)
+        self.wait_for(tok, 200, timeout=3.5)
 
     def test_7_cache_serves_with_control_plane_down(self):
         tok = type(self).tok
