@@ -29,6 +29,7 @@
 #include "keymanager/km_keys.h"
 #include "keymanager/km_token.h"
 #include "store/db.h"
+#include "store/store_keymanager.h"
 
 #define VALIDITY_MAX 31536000 /* one year: the Key Manager's limit */
 #define GRANTS_MAX 16
@@ -131,9 +132,14 @@ static int body_key_type(http_req *r, json_t *in, const char **out)
 	return 0;
 }
 
-/* The body's keyManager: absent, ours by name or id, or "default". */
-static int body_key_manager(http_req *r, json_t *in)
+/*
+ * The body's keyManager: absent, ours by name or id, or "default" (*name =
+ * NULL); or an enabled key manager of the Admin API, by name or id (*name
+ * = its name, in r->pool). -1 after answering 400.
+ */
+static int body_key_manager(http_req *r, json_t *in, const char **name)
 {
+	*name = NULL;
 	json_t *v = json_object_get(in, "keyManager");
 	if (v == NULL || json_is_null(v))
 		return 0;
@@ -141,8 +147,24 @@ static int body_key_manager(http_req *r, json_t *in)
 	if (s != NULL && (*s == '\0' || strcmp(s, DP_KEY_MANAGER) == 0 ||
 			  strcmp(s, DEVPORTAL_KM_ID) == 0 || strcmp(s, "default") == 0))
 		return 0;
-	http_reply_error(r, 400, "Key Manager '%s' not found: the only one is '%s'",
-			 s ? s : "(not a string)", DP_KEY_MANAGER);
+	store_keymanager km;
+	apim_rc rc = APIM_ENOTFOUND;
+	if (s != NULL && strlen(s) <= 255) {
+		rc = store_keymanager_get_by_name(r->ctx->apimgt, r->pool, s, &km);
+		if (rc == APIM_ENOTFOUND && apim_uuid_valid(s))
+			rc = store_keymanager_get(r->ctx->apimgt, r->pool, s, &km);
+	}
+	if (rc == APIM_OK && km.enabled) {
+		*name = km.name;
+		return 0;
+	}
+	if (rc != APIM_OK && rc != APIM_ENOTFOUND) {
+		http_reply_store_error(r, rc, "key manager");
+		return -1;
+	}
+	http_reply_error(r, 400, rc == APIM_OK ? "Key Manager '%s' is disabled"
+					       : "Key Manager '%s' not found",
+			 s ? s : "(not a string)");
 	return -1;
 }
 
@@ -313,6 +335,12 @@ static int load_key(http_req *r, store_application *a, store_app_key *k)
 /* The mapping's client; answers 404 when it was deleted behind our back. */
 static int load_client(http_req *r, const store_app_key *k, km_client *c)
 {
+	if (k->key_manager != NULL && strcmp(k->key_manager, DP_KEY_MANAGER) != 0) {
+		http_reply_error(r, 400, "Keys %s are a client of Key Manager '%s': its tokens, "
+					 "secret and settings are managed there",
+				 k->id, k->key_manager);
+		return -1;
+	}
 	apim_rc rc = km_client_get(r->ctx, r->pool, k->consumer_key, c);
 	if (rc == APIM_ENOTFOUND) {
 		http_reply_error(r, 404, "The OAuth client %s of keys %s no longer exists; clean up "
@@ -385,8 +413,18 @@ static void h_generate(http_req *r)
 	if (devportal_app_load(r, http_param(r, "applicationId"), &a) != 0)
 		return;
 	json_t *in = http_json_body(r, JSON_OBJECT);
-	if (in == NULL || body_key_type(r, in, &kt) != 0 || body_key_manager(r, in) != 0 ||
-	    body_grants(r, in, "grantTypesToBeSupported", 1, &grants) != 0 ||
+	const char *other_km = NULL;
+	if (in == NULL || body_key_type(r, in, &kt) != 0 ||
+	    body_key_manager(r, in, &other_km) != 0)
+		return;
+	if (other_km != NULL) {
+		http_reply_error(r, 400, "Key Manager '%s' creates its clients itself: register "
+					 "the client there and map it with POST "
+					 "/applications/{applicationId}/map-keys",
+				 other_km);
+		return;
+	}
+	if (body_grants(r, in, "grantTypesToBeSupported", 1, &grants) != 0 ||
 	    body_words(r, in, "scopes", SCOPES_MAX, 0, &scopes) != 0 ||
 	    body_validity(r, in, "validityTime", &validity) != 0 || body_props(r, in, &props) != 0 ||
 	    props_validity(r, props, "application_access_token_expiry_time", &access_validity) != 0 ||
@@ -473,6 +511,56 @@ static void h_generate(http_req *r)
 	http_reply_json(r, 200, devportal_keys_render(&k, &c, secret, token));
 }
 
+/*
+ * Maps the client consumer_key of another key manager (km) as the kt keys
+ * of a. Its secret stays with that key manager: it is neither checked nor
+ * kept here. Gateways accept that key manager's tokens naming this client
+ * for this application only.
+ */
+static void map_external(http_req *r, const store_application *a, const char *kt,
+			 const char *km, const char *consumer_key)
+{
+	store_app_key old, k;
+	if (consumer_key == NULL || *consumer_key == '\0' || strlen(consumer_key) > 255) {
+		http_reply_error(r, 400, "'consumerKey' is required (at most 255 characters): the "
+					 "client id registered at Key Manager '%s'",
+				 km);
+		return;
+	}
+	apim_rc rc = store_application_key_by_type(r->ctx->apimgt, r->pool, a->id, kt, &old);
+	if (rc == APIM_OK) {
+		reply_keys_exist(r, a, kt, &old);
+		return;
+	}
+	if (rc != APIM_ENOTFOUND) {
+		http_reply_store_error(r, rc, "keys");
+		return;
+	}
+	if (store_application_key_by_client(r->ctx->apimgt, r->pool, consumer_key, &old) ==
+	    APIM_OK) {
+		http_reply_error(r, 409, "Client %s already belongs to another application's keys",
+				 consumer_key);
+		return;
+	}
+	mapping_init(&k, a->id, consumer_key, kt, "MAPPED", "{}");
+	k.key_manager = km;
+	rc = insert_mapping(r, &k);
+	if (rc == APIM_ECONFLICT) {
+		http_reply_error(r, 409, "Application '%s' already has %s keys, or client %s is "
+					 "mapped already",
+				 a->name, kt, consumer_key);
+		return;
+	}
+	if (rc != APIM_OK) {
+		http_reply_store_error(r, rc, "keys");
+		return;
+	}
+	log_info("devportal", "client %s of key manager %s mapped as %s keys %s of application "
+			      "%s by %s",
+		 consumer_key, km, kt, k.id, a->id, r->who->username);
+	http_reply_json(r, 200, devportal_keys_render(&k, NULL, NULL, NULL));
+}
+
 static void h_map(http_req *r)
 {
 	store_application a;
@@ -481,10 +569,16 @@ static void h_map(http_req *r)
 	if (devportal_app_load(r, http_param(r, "applicationId"), &a) != 0)
 		return;
 	json_t *in = http_json_body(r, JSON_OBJECT);
-	if (in == NULL || body_key_type(r, in, &kt) != 0 || body_key_manager(r, in) != 0)
+	const char *other_km = NULL;
+	if (in == NULL || body_key_type(r, in, &kt) != 0 ||
+	    body_key_manager(r, in, &other_km) != 0)
 		return;
 	const char *ck = json_string_value(json_object_get(in, "consumerKey"));
 	const char *cs = json_string_value(json_object_get(in, "consumerSecret"));
+	if (other_km != NULL) {
+		map_external(r, &a, kt, other_km, ck);
+		return;
+	}
 	if (ck == NULL || *ck == '\0' || cs == NULL || *cs == '\0') {
 		http_reply_error(r, 400, "'consumerKey' and 'consumerSecret' are required: the "
 					 "client id and secret of an existing OAuth client");

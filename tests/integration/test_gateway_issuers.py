@@ -176,17 +176,33 @@ class GatewayIssuersTest(unittest.TestCase):
             "keyType": "PRODUCTION", "grantTypesToBeSupported": ["client_credentials"],
             "callbackUrl": "", "scopes": [], "validityTime": 3600})
         assert r.status == 200, r
-        cls.keys = r.json
-        # The application's client as the outside issuer knows it: map-keys
-        # accepts only our Key Manager's clients so far, so the issuer's
-        # tokens name the application's consumer key.
-        cls.client_id = cls.keys["consumerKey"]
+        cls.keys = r.json   # our Key Manager's client of the first application
+        cls.api = api
 
         cls.iss = "https://idp-%s.example/oauth2/token" % pt.uniq("x")
         r = c.post(KM, json={"name": pt.uniq("Idp"), "type": "custom", "issuer": cls.iss,
                              "certificates": {"type": "JWKS", "value": cls.issuer.url}})
         assert r.status == 201, r
         cls.km = r.json
+
+        # a second application whose keys are a client of the issuer,
+        # mapped by the Developer Portal (the secret stays at the issuer)
+        r = c.post(DP + "/applications", json={"name": pt.uniq("IdpApp2"),
+                                               "throttlingPolicy": "Unlimited"})
+        assert r.status == 201, r
+        cls.app2 = r.json
+        r = c.post(DP + "/subscriptions", json={"applicationId": cls.app2["applicationId"],
+                                                "apiId": api["id"],
+                                                "throttlingPolicy": "Unlimited"})
+        assert r.status == 201, r
+        cls.client_id = pt.uniq("idp-client")
+        r = c.post(DP + "/applications/%s/map-keys" % cls.app2["applicationId"], json={
+            "consumerKey": cls.client_id, "keyType": "PRODUCTION",
+            "keyManager": cls.km["name"]})
+        assert r.status == 200, r
+        assert r.json["keyManager"] == cls.km["name"], r.json
+        assert "consumerSecret" not in r.json, r.json
+        cls.mapping = r.json
 
     @classmethod
     def tearDownClass(cls):
@@ -262,6 +278,43 @@ class GatewayIssuersTest(unittest.TestCase):
                                                self.keys["consumerSecret"])})
         self.assertEqual(r.status, 200, r)
         self.assertEqual(self.call(r.json["access_token"])[0], 200)
+
+    def test_1b_issuer_cannot_name_a_client_of_ours(self):
+        # the issuer's valid token naming our Key Manager's client of the
+        # first application: that client is not the issuer's to name
+        self.wait_for(self.key1.sign(self.claims()), 200)
+        token = self.key1.sign(self.claims(azp=self.keys["consumerKey"],
+                                           aud=self.keys["consumerKey"]))
+        self.assertRefused(token, 403, "900908")
+
+    def test_1c_mapping_rules(self):
+        c = self.srv.client()
+        app = self.app2["applicationId"]
+        # an unknown key manager
+        r = c.post(DP + "/applications/%s/map-keys" % app, json={
+            "consumerKey": "x", "keyType": "SANDBOX", "keyManager": "NoSuchKm"})
+        self.assertEqual(r.status, 400, r)
+        self.assertIn("NoSuchKm", r.json["description"] + r.json["message"])
+        # its clients are created there, not here
+        r = c.post(DP + "/applications/%s/generate-keys" % app, json={
+            "keyType": "SANDBOX", "grantTypesToBeSupported": ["client_credentials"],
+            "keyManager": self.km["name"]})
+        self.assertEqual(r.status, 400, r)
+        self.assertIn("map-keys", r.json["description"] + r.json["message"])
+        # nor its tokens
+        r = c.post(DP + "/applications/%s/oauth-keys/%s/generate-token"
+                   % (app, self.mapping["keyMappingId"]),
+                   json={"grantType": "CLIENT_CREDENTIALS", "validityPeriod": 3600})
+        self.assertEqual(r.status, 400, r)
+        # the same client once only
+        r = c.post(DP + "/applications/%s/map-keys" % app, json={
+            "consumerKey": self.client_id, "keyType": "SANDBOX",
+            "keyManager": self.km["name"]})
+        self.assertEqual(r.status, 409, r)
+        # listed with the application's keys
+        r = c.get(DP + "/applications/%s/oauth-keys" % app)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual([k["keyManager"] for k in r.json["list"]], [self.km["name"]])
 
     def test_2_other_issuer_bad_signature_expired_refused(self):
         # the issuer's key and kid, but another iss

@@ -696,6 +696,7 @@ ngx_http_apim_handler(ngx_http_request_t *r)
     ngx_http_apim_ctx_t       *ctx;
     ngx_http_apim_snap_t      *snap;
     ngx_http_apim_keymap_t    *km;
+    const ngx_http_apim_jwk_t *jwk;
     ngx_http_apim_sub_t       *sub;
     ngx_http_apim_claims_t    *cl;
     ngx_http_apim_upstream_t  *up;
@@ -925,6 +926,20 @@ ngx_http_apim_handler(ngx_http_request_t *r)
         km = ngx_http_apim_map_get(&snap->keys, cl->client.data,
                                    cl->client.len);
         if (km == NULL) {
+            goto failed;
+        }
+
+        /* the client must be one of the token issuer's key manager: another
+         * issuer may not name an application's client of ours, nor ours
+         * one of theirs */
+        jwk = ngx_http_apim_jwk_find(snap, (const char *) cl->kid.data,
+                                     cl->iss.len ? (const char *) cl->iss.data
+                                                 : NULL);
+        if (jwk == NULL
+            || (jwk->key_manager == NULL) != (km->key_manager == NULL)
+            || (jwk->key_manager != NULL
+                && ngx_strcmp(jwk->key_manager, km->key_manager) != 0))
+        {
             goto failed;
         }
 

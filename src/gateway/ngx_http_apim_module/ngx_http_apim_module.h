@@ -27,6 +27,8 @@
 #define APIM_POLL_MS        200
 #define APIM_GRACE_MS       5000
 #define APIM_LEEWAY         30
+/* the key manager name of our own Key Manager's key mappings */
+#define APIM_RESIDENT_KM    "Resident Key Manager"
 #define APIM_MAX_SEGMENTS   32
 
 
@@ -129,6 +131,7 @@ typedef struct {
 typedef struct {
     const ngx_http_apim_app_t  *app;
     ngx_uint_t                  sandbox;
+    const char                 *key_manager;  /* NULL: our Key Manager */
 } ngx_http_apim_keymap_t;
 
 

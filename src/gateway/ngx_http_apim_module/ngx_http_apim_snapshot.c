@@ -855,6 +855,15 @@ ngx_http_apim_add_keymap(ngx_http_apim_build_t *b, json_t *jv)
     map->app = app;
     map->sandbox = t != NULL && strcasecmp(t, "SANDBOX") == 0;
 
+    /* the client of another issuer is only that issuer's */
+    t = ngx_http_apim_jstr(jv, "keyManager");
+    if (t != NULL && *t != '\0' && strcmp(t, APIM_RESIDENT_KM) != 0) {
+        map->key_manager = ngx_http_apim_copy(b, jv, "keyManager", 1);
+        if (map->key_manager == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
     return ngx_http_apim_map_put(&b->snap->keys, k, strlen(k), map, b->replace);
 }
 
