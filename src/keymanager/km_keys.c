@@ -1528,6 +1528,25 @@ static void signing_keys_rotate(http_req *r)
 		http_reply_rc(r, rc, "The signing key could not be rotated.");
 		return;
 	}
+	/* gateways verify tokens with the JWKS of their data: a change tells
+	 * them to fetch it again (the keys live in shareddb, changes in
+	 * apimgtdb) */
+	if (r->ctx->apimgt != NULL) {
+		char payload[128];
+		snprintf(payload, sizeof(payload), "{\"kid\":\"%s\"}", kid);
+		apim_rc crc = db_begin(r->ctx->apimgt);
+		if (crc == APIM_OK)
+			crc = db_change_record(r->ctx->apimgt, "key_manager", "resident", "rotate",
+					       payload, NULL);
+		if (crc == APIM_OK)
+			crc = db_commit(r->ctx->apimgt);
+		if (crc != APIM_OK) {
+			db_rollback(r->ctx->apimgt);
+			log_error(KM_COMP, "signing key %s is active, but gateways were not told "
+					   "(%s): they learn it at their next full resync",
+				  kid, apim_strerror(crc));
+		}
+	}
 	db_res *res = NULL;
 	rc = db_exec(r->ctx->shared, &res, "SELECT " INFO_COLS " FROM km_signing_key WHERE kid = ?",
 		     DB_ARGS(kid));

@@ -31,6 +31,7 @@ import test_gateway_profile as gp
 import test_publisher as pt
 
 KM = "/api/am/admin/v4/key-managers"
+ROTATE = "/api/am/admin/v4/signing-keys/rotate"
 DP = "/api/am/devportal/v3"
 FORM = "application/x-www-form-urlencoded"
 
@@ -379,6 +380,33 @@ class GatewayIssuersTest(unittest.TestCase):
         r = self.srv.client().delete(KM + "/" + self.km["id"])
         self.assertEqual(r.status, 200, r)
         self.wait_for(token, 401, "900901")
+
+    def test_7_our_key_rotated_takes_effect(self):
+        """Our Key Manager's signing key rotated through the Admin API: the
+        next token (new kid) passes the gateway at once, and tokens of the
+        old key keep working until they expire."""
+        def our_token():
+            r = self.srv.client(None).post(
+                "/oauth2/token", data="grant_type=client_credentials", content_type=FORM,
+                headers={"Authorization": gp.basic(self.keys["consumerKey"],
+                                                   self.keys["consumerSecret"])})
+            self.assertEqual(r.status, 200, r)
+            return r.json["access_token"]
+
+        def kid_of(tok):
+            return json.loads(base64.urlsafe_b64decode(tok.split(".")[0] + "=="))["kid"]
+
+        old = our_token()
+        self.wait_for(old, 200)
+        r = self.srv.client().post(ROTATE, query={"alg": "ES256"})
+        self.assertEqual(r.status, 201, r)
+        new = our_token()
+        self.assertNotEqual(kid_of(new), kid_of(old))
+        self.assertEqual(kid_of(new), r.json["kid"])
+        t0 = time.monotonic()
+        self.wait_for(new, 200, timeout=5)
+        self.assertLess(time.monotonic() - t0, 2.0, "the gateway learnt the new key late")
+        self.assertEqual(self.call(old)[0], 200)
 
 
 if __name__ == "__main__":
