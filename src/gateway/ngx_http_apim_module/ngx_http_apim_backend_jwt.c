@@ -37,8 +37,19 @@
 #define APIM_CLAIM_URI     "http://wso2.org/claims/"
 
 
+#define APIM_BJWT_API_ID   64
+
+/*
+ * A backend JWT depends on the caller's verified token, the API and the
+ * snapshot's data only (application, subscription, tiers): it is cached
+ * under (the token cache's verification number, the snapshot's number,
+ * the API id), compared in full.
+ */
 typedef struct {
-    u_char                      key[32];
+    uint64_t                    gen;
+    uint64_t                    snap_gen;
+    size_t                      api_id_len;
+    u_char                      api_id[APIM_BJWT_API_ID];
     time_t                      exp;
     ngx_uint_t                  used;
     size_t                      len;
@@ -283,9 +294,9 @@ ngx_http_apim_sign(ngx_http_request_t *r, ngx_http_apim_main_conf_t *amcf,
 
 ngx_int_t
 ngx_http_apim_backend_jwt_set(ngx_http_request_t *r, ngx_http_apim_ctx_t *ctx,
-    const ngx_http_apim_claims_t *cl)
+    const ngx_http_apim_claims_t *cl, uint64_t gen)
 {
-    u_char                     *p, *v, key[64], hash[32];
+    u_char                     *p, *v;
     size_t                      len, vl;
     time_t                      now, exp;
     ngx_str_t                   body, payload, jwt, apictx, usertype, tenant;
@@ -297,6 +308,26 @@ ngx_http_apim_backend_jwt_set(ngx_http_request_t *r, ngx_http_apim_ctx_t *ctx,
 
     if (amcf->backend_jwt != 1 || amcf->backend_pkey == NULL) {
         return NGX_OK;
+    }
+
+    now = ngx_time();
+    e = NULL;
+
+    if (cl->gen != 0 && ctx->api_id.len <= APIM_BJWT_API_ID) {
+        e = &ngx_http_apim_bcache[(cl->gen * 0x9e3779b97f4a7c15ULL
+                                   ^ ngx_http_apim_hash64(ctx->api_id.data,
+                                                          ctx->api_id.len))
+                                  & (APIM_BCACHE_SIZE - 1)];
+
+        if (e->used && e->gen == cl->gen && e->snap_gen == gen
+            && e->api_id_len == ctx->api_id.len
+            && ngx_memcmp(e->api_id, ctx->api_id.data, ctx->api_id.len) == 0
+            && e->exp - APIM_BJWT_MARGIN > now)
+        {
+            jwt.data = e->jwt;
+            jwt.len = e->len;
+            goto header;
+        }
     }
 
     /* apicontext: the context with the version, as the reference has it */
@@ -386,53 +417,39 @@ ngx_http_apim_backend_jwt_set(ngx_http_request_t *r, ngx_http_apim_ctx_t *ctx,
 
     body.len = p - body.data;
 
-    /* the cache key: the caller's token and these claims */
-    ngx_memcpy(key, cl->hash, 32);
+    exp = ngx_min(now + APIM_BJWT_TTL, cl->exp);
 
-    if (ngx_http_apim_sha256_digest(body.data, body.len, key + 32) != NGX_OK
-        || ngx_http_apim_sha256_digest(key, 64, hash) != NGX_OK)
-    {
+    payload.len = sizeof("{\"iat\":,\"exp\":,}") - 1 + 2 * NGX_TIME_T_LEN
+                  + body.len;
+    payload.data = ngx_pnalloc(r->pool, payload.len);
+    if (payload.data == NULL) {
         return NGX_ERROR;
     }
 
-    now = ngx_time();
-    e = &ngx_http_apim_bcache[(hash[0] | hash[1] << 8)
-                              & (APIM_BCACHE_SIZE - 1)];
+    payload.len = ngx_sprintf(payload.data, "{\"iat\":%T,\"exp\":%T,%V}",
+                              now, exp, &body)
+                  - payload.data;
 
-    if (e->used && e->exp - APIM_BJWT_MARGIN > now
-        && CRYPTO_memcmp(e->key, hash, 32) == 0)
-    {
-        jwt.data = e->jwt;
-        jwt.len = e->len;
+    if (ngx_http_apim_sign(r, amcf, &payload, &jwt) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
-    } else {
-        exp = ngx_min(now + APIM_BJWT_TTL, cl->exp);
-
-        payload.len = sizeof("{\"iat\":,\"exp\":,}") - 1 + 2 * NGX_TIME_T_LEN
-                      + body.len;
-        payload.data = ngx_pnalloc(r->pool, payload.len);
-        if (payload.data == NULL) {
-            return NGX_ERROR;
-        }
-
-        payload.len = ngx_sprintf(payload.data, "{\"iat\":%T,\"exp\":%T,%V}",
-                                  now, exp, &body)
-                      - payload.data;
-
-        if (ngx_http_apim_sign(r, amcf, &payload, &jwt) != NGX_OK) {
-            return NGX_ERROR;
-        }
-
+    if (e != NULL) {
         e->used = 0;
 
         if (jwt.len <= APIM_BJWT_MAX) {
-            ngx_memcpy(e->key, hash, 32);
+            e->gen = cl->gen;
+            e->snap_gen = gen;
+            e->api_id_len = ctx->api_id.len;
+            ngx_memcpy(e->api_id, ctx->api_id.data, ctx->api_id.len);
             ngx_memcpy(e->jwt, jwt.data, jwt.len);
             e->len = jwt.len;
             e->exp = exp;
             e->used = 1;
         }
     }
+
+header:
 
     /* the header goes to the backend: it must outlive the cache entry */
     h = ngx_list_push(&r->headers_in.headers);

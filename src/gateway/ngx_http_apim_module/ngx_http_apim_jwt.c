@@ -5,8 +5,9 @@
  * A token is verified once (jansson, signature with the key
  * ngx_http_apim_jwk_find() names): the claims the request path needs are
  * then kept in a compact ngx_http_apim_claims_t (no JSON) in a
- * direct-mapped table of APIM_TCACHE_SIZE entries, indexed and compared
- * by the SHA-256 of the whole token. The table is a static array: each
+ * direct-mapped table of APIM_TCACHE_SIZE entries, indexed by a fast hash
+ * of the whole token and compared with the whole token (constant time).
+ * Tokens longer than APIM_TCACHE_TOKEN are verified on every call. The table is a static array: each
  * worker has its own copy after fork, and the request path of a worker
  * is single-threaded, so there are no locks; the hit path allocates
  * nothing.
@@ -27,12 +28,15 @@
 
 #define APIM_TCACHE_SIZE   1024              /* power of two */
 #define APIM_CLAIMS_BUF    3072
+#define APIM_TCACHE_TOKEN  2048
 
 
 typedef struct {
     ngx_http_apim_claims_t      claims;
     EVP_PKEY                   *pkey;        /* a reference, or NULL */
     ngx_uint_t                  used;
+    size_t                      toklen;
+    u_char                      tok[APIM_TCACHE_TOKEN];
     u_char                      buf[APIM_CLAIMS_BUF];
 } ngx_http_apim_tcache_t;
 
@@ -48,12 +52,43 @@ static ngx_http_apim_tcache_t  ngx_http_apim_tcache[APIM_TCACHE_SIZE];
 /* counters for the tests' and operators' curiosity (debug log) */
 static ngx_uint_t  ngx_http_apim_tcache_hits;
 static ngx_uint_t  ngx_http_apim_tcache_misses;
+static uint64_t    ngx_http_apim_tcache_gen;      /* of the last fill */
 
 
 static const char  *ngx_http_apim_not_copied[] = {
     "iss", "sub", "aud", "exp", "nbf", "iat", "jti", "application",
     "tierInfo", "subscribedAPIs", NULL
 };
+
+
+uint64_t
+ngx_http_apim_hash64(const u_char *p, size_t len)
+{
+    uint64_t  h, w;
+
+    /* 8 bytes a step, multiply and fold (a MurmurHash-like mix) */
+    h = 0x9e3779b97f4a7c15ULL ^ (len * 0xc2b2ae3d27d4eb4fULL);
+
+    while (len >= 8) {
+        ngx_memcpy(&w, p, 8);
+        h ^= w * 0x87c37b91114253d5ULL;
+        h = (h << 31 | h >> 33) * 0x4cf5ad432745937fULL;
+        p += 8;
+        len -= 8;
+    }
+
+    w = 0;
+    ngx_memcpy(&w, p, len);
+    h ^= w * 0x87c37b91114253d5ULL;
+
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 33;
+
+    return h;
+}
 
 
 ngx_int_t
@@ -396,7 +431,7 @@ ngx_http_apim_jwt_verify(ngx_http_request_t *r,
     const ngx_http_apim_snap_t *snap, ngx_str_t *tok,
     ngx_http_apim_claims_t **out)
 {
-    u_char                     *end, *dot1, *dot2, *buf, hash[32];
+    u_char                     *end, *dot1, *dot2, *buf;
     size_t                      cap;
     time_t                      now;
     json_t                     *hdr, *claims, *v;
@@ -411,14 +446,12 @@ ngx_http_apim_jwt_verify(ngx_http_request_t *r,
         return NGX_DECLINED;
     }
 
-    if (ngx_http_apim_sha256_digest(tok->data, tok->len, hash) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    e = &ngx_http_apim_tcache[(hash[0] | hash[1] << 8 | hash[2] << 16)
+    e = &ngx_http_apim_tcache[ngx_http_apim_hash64(tok->data, tok->len)
                               & (APIM_TCACHE_SIZE - 1)];
 
-    if (e->used && CRYPTO_memcmp(e->claims.hash, hash, 32) == 0) {
+    if (e->used && e->toklen == tok->len
+        && CRYPTO_memcmp(e->tok, tok->data, tok->len) == 0)
+    {
         ngx_http_apim_tcache_hits++;
         cl = &e->claims;
         pkey = e->pkey;
@@ -486,12 +519,18 @@ ngx_http_apim_jwt_verify(ngx_http_request_t *r,
     cl = &e->claims;
     pkey = jwk->pkey;
 
-    if (ngx_http_apim_jwt_extract(claims, kid, cl, e->buf, APIM_CLAIMS_BUF)
-        == NGX_OK)
+    if (tok->len <= APIM_TCACHE_TOKEN
+        && ngx_http_apim_jwt_extract(claims, kid, cl, e->buf, APIM_CLAIMS_BUF)
+           == NGX_OK)
     {
+        cl->gen = 0;
+
         if (EVP_PKEY_up_ref(pkey) == 1) {
+            ngx_memcpy(e->tok, tok->data, tok->len);
+            e->toklen = tok->len;
             e->pkey = pkey;
             e->used = 1;
+            cl->gen = ++ngx_http_apim_tcache_gen;
         }
 
     } else {
@@ -507,9 +546,10 @@ ngx_http_apim_jwt_verify(ngx_http_request_t *r,
         if (ngx_http_apim_jwt_extract(claims, kid, cl, buf, cap) != NGX_OK) {
             goto done;
         }
+
+        cl->gen = 0;
     }
 
-    ngx_memcpy(cl->hash, hash, 32);
     rc = NGX_OK;
 
 done:

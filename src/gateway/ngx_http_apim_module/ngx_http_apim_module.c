@@ -1021,7 +1021,9 @@ backend:
         ngx_str_set(&ctx->key_type, "PRODUCTION");
     }
 
-    if (cl != NULL && ngx_http_apim_backend_jwt_set(r, ctx, cl) != NGX_OK) {
+    if (cl != NULL
+        && ngx_http_apim_backend_jwt_set(r, ctx, cl, snap->gen) != NGX_OK)
+    {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 

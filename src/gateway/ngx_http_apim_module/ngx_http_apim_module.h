@@ -185,6 +185,7 @@ struct ngx_http_apim_snap_s {
     json_t                     *root;       /* while building only: "seq",
                                                "keyManagers"; NULL after */
     int64_t                     seq;        /* control plane change seq */
+    uint64_t                    gen;        /* unique per snapshot built */
     ngx_http_apim_arena_t      *arena;      /* where alloc() goes */
     ngx_http_apim_arena_t     **arenas;     /* every arena used (malloc'd) */
     size_t                      narenas;
@@ -329,7 +330,8 @@ typedef struct {
     ngx_str_t                   apis;       /* API key: subscribedAPIs */
     ngx_str_t                   permitted_ip;  /* API key: permittedIP */
     ngx_str_t                   extra;      /* other claims, JSON members */
-    u_char                      hash[32];   /* SHA-256 of the token */
+    uint64_t                    gen;        /* this verification, unique in
+                                               the worker; 0: not cached */
 } ngx_http_apim_claims_t;
 
 /* NGX_OK and *cl: a valid token (signature, exp, nbf, key, issuer, not
@@ -346,6 +348,9 @@ ngx_uint_t ngx_http_apim_jwt_subscribed(const ngx_http_apim_claims_t *cl,
     const ngx_http_apim_api_t *api);
 ngx_int_t ngx_http_apim_sha256_digest(const u_char *data, size_t len,
     u_char *out);
+/* a fast 64-bit hash for table indexes (not collision resistant: compare
+ * the keys themselves) */
+uint64_t ngx_http_apim_hash64(const u_char *p, size_t len);
 
 /* ngx_http_apim_cors.c: NGX_DECLINED: go on (ctx->cors_* set for the
  * response); otherwise r was answered (a preflight) and the access
@@ -358,8 +363,10 @@ ngx_int_t ngx_http_apim_cors_init(ngx_conf_t *cf);
  * apim_jwks */
 ngx_int_t ngx_http_apim_backend_jwt_init(ngx_conf_t *cf,
     ngx_http_apim_main_conf_t *amcf);
+/* gen: of the snapshot the checks used (the header is cached per
+ * verified token, API and snapshot) */
 ngx_int_t ngx_http_apim_backend_jwt_set(ngx_http_request_t *r,
-    ngx_http_apim_ctx_t *ctx, const ngx_http_apim_claims_t *cl);
+    ngx_http_apim_ctx_t *ctx, const ngx_http_apim_claims_t *cl, uint64_t gen);
 char *ngx_http_apim_jwks_conf(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 
 /* ngx_http_apim_feed.c: the per-worker background thread */

@@ -23,6 +23,10 @@
 
 #include "ngx_http_apim_module.h"
 
+
+/* numbers the snapshots of this worker (caches key on it) */
+static uint64_t  ngx_http_apim_snap_gen;
+
 #include <malloc.h>
 
 
@@ -1226,6 +1230,7 @@ ngx_http_apim_snap_new(ngx_http_apim_build_t *b, ngx_log_t *log)
 
     s->arenas[0] = s->arena;
     s->narenas = 1;
+    s->gen = __atomic_add_fetch(&ngx_http_apim_snap_gen, 1, __ATOMIC_RELAXED);
     b->snap = s;
 
     return s;
@@ -1694,6 +1699,7 @@ ngx_http_apim_snap_clone(ngx_http_apim_snap_t *old)
 
     /* whatever other fields the hooks put here are shared as they are */
     *s = *old;
+    s->gen = __atomic_add_fetch(&ngx_http_apim_snap_gen, 1, __ATOMIC_RELAXED);
     s->root = NULL;
     s->retired_next = NULL;
     s->retired_at = 0;
