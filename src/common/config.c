@@ -175,9 +175,9 @@ static const config_key config_keys[] = {
 	 "With an empty `url`, the all-in-one profile starts a local `nats-server` child on "
 	 "127.0.0.1:4222+`server.port_offset` and publishes to it."},
 	{"gateway", "credential", CFG_STRING, OFF(gateway_credential), "", 0, 0, NULL,
-	 "Secret the gateways send in `X-APIM-Gateway-Credential` to read the internal data "
-	 "API (`/internal/data/v1`). Empty: read from, or generated into, "
-	 "`<server.home>/gateway-credential` (mode 0600)."},
+	 "Secret the gateways (and Traffic Managers) send in `X-APIM-Gateway-Credential` to "
+	 "read the internal data API (`/internal/data/v1`). Empty: read from, or generated "
+	 "into, `<server.home>/gateway-credential` (mode 0600)."},
 	{"gateway", "http_port", CFG_INT, OFF(gateway_http_port), "8280", 1, 65535, NULL,
 	 "HTTP port of the gateway (nginx) before `server.port_offset` (reference: 8280)."},
 	{"gateway", "https_port", CFG_INT, OFF(gateway_https_port), "8243", 1, 65535, NULL,
@@ -188,7 +188,8 @@ static const config_key config_keys[] = {
 	{"gateway", "label", CFG_STRING, OFF(gateway_label), "Default", 0, 0, valid_nonempty,
 	 "Gateway environment this gateway serves (the API revisions deployed to it)."},
 	{"gateway", "control_plane_url", CFG_STRING, OFF(gateway_control_plane_url), "", 0, 0,
-	 NULL, "Base URL of the control plane whose internal data API the gateway reads. "
+	 NULL, "Base URL of the control plane whose internal data API the gateway (and the "
+	       "Traffic Manager, for its rate-limit policies) reads. "
 	       "Empty: this host's control plane, `http(s)://127.0.0.1:<9443+server.port_offset>`."},
 	{"gateway", "nginx_binary", CFG_STRING, OFF(gateway_nginx_binary), "/usr/sbin/nginx", 0,
 	 0, valid_nonempty, "nginx executable the gateway runs (Debian's nginx 1.22)."},
