@@ -408,6 +408,19 @@ class GatewayIssuersTest(unittest.TestCase):
         self.assertLess(time.monotonic() - t0, 2.0, "the gateway learnt the new key late")
         self.assertEqual(self.call(old)[0], 200)
 
+    def test_2b_consumer_key_claim_of_the_key_manager(self):
+        """A key manager whose tokens name the client in another claim."""
+        self.put_km(consumerKeyClaim="cid")
+        try:
+            claims = self.claims(cid=self.client_id)
+            del claims["azp"]
+            self.wait_for(self.key1.sign(claims), 200)
+            # azp is not that key manager's claim any more
+            self.assertRefused(self.key1.sign(self.claims(jti=pt.uniq("j"))), 403, "900908")
+        finally:
+            self.put_km(consumerKeyClaim="azp")
+        self.wait_for(self.key1.sign(self.claims()), 200)
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -35,6 +35,7 @@ typedef struct {
     ngx_http_apim_claims_t      claims;
     EVP_PKEY                   *pkey;        /* a reference, or NULL */
     ngx_uint_t                  used;
+    uint64_t                    names;       /* claim names it was read with */
     size_t                      toklen;
     u_char                      tok[APIM_TCACHE_TOKEN];
     u_char                      buf[APIM_CLAIMS_BUF];
@@ -273,8 +274,10 @@ ngx_http_apim_cbuf_append(ngx_http_apim_cbuf_t *b, ngx_str_t *dst,
  */
 static ngx_int_t
 ngx_http_apim_jwt_extract(json_t *claims, const char *kid,
-    ngx_http_apim_claims_t *cl, u_char *buf, size_t cap)
+    const ngx_http_apim_jwk_t *jwk, ngx_http_apim_claims_t *cl, u_char *buf,
+    size_t cap)
 {
+    const char            *ck, *sc;
     char                  *extra;
     size_t                 i, n;
     json_t                *v, *e, *o, *copy;
@@ -308,21 +311,38 @@ ngx_http_apim_jwt_extract(json_t *claims, const char *kid,
         return NGX_ERROR;
     }
 
-    rc = json_is_string(json_object_get(claims, "azp"))
-         ? ngx_http_apim_cbuf_str(&b, &cl->client, claims, "azp")
-         : ngx_http_apim_cbuf_str(&b, &cl->client, claims, "client_id");
+    /* the client: the key manager's consumer key claim (another issuer's
+     * may name its own), else azp, else client_id */
+    ck = jwk->consumer_key_claim;
+    if (ck != NULL && *ck != '\0') {
+        rc = ngx_http_apim_cbuf_str(&b, &cl->client, claims, ck);
+
+    } else {
+        rc = json_is_string(json_object_get(claims, "azp"))
+             ? ngx_http_apim_cbuf_str(&b, &cl->client, claims, "azp")
+             : ngx_http_apim_cbuf_str(&b, &cl->client, claims, "client_id");
+    }
     if (rc != NGX_OK) {
         return NGX_ERROR;
     }
 
-    /* scopes: "scope" (space separated) or "scp" (array) */
-    v = json_object_get(claims, "scope");
+    /* scopes: the key manager's scopes claim, else "scope"; a string
+     * (space separated) or an array ("scp" too when nothing else is) */
+    sc = jwk->scopes_claim;
+    if (sc == NULL || *sc == '\0') {
+        sc = "scope";
+    }
+
+    v = json_object_get(claims, sc);
     if (json_is_string(v)) {
-        rc = ngx_http_apim_cbuf_str(&b, &cl->scope, claims, "scope");
+        rc = ngx_http_apim_cbuf_str(&b, &cl->scope, claims, sc);
 
     } else {
+        if (!json_is_array(v)) {
+            v = json_object_get(claims, "scp");
+        }
         rc = ngx_http_apim_cbuf_put(&b, &cl->scope, NULL, 0);
-        json_array_foreach(json_object_get(claims, "scp"), i, e) {
+        json_array_foreach(v, i, e) {
             if (rc == NGX_OK && json_is_string(e)) {
                 rc = ngx_http_apim_cbuf_append(&b, &cl->scope,
                                                json_string_value(e),
@@ -414,6 +434,23 @@ ngx_http_apim_jwt_extract(json_t *claims, const char *kid,
 }
 
 
+/* which claims name the client and the scopes, as one number */
+static uint64_t
+ngx_http_apim_claim_names(const ngx_http_apim_jwk_t *jwk)
+{
+    uint64_t     h;
+    const char  *ck, *sc;
+
+    ck = jwk->consumer_key_claim ? jwk->consumer_key_claim : "";
+    sc = jwk->scopes_claim ? jwk->scopes_claim : "";
+
+    h = ngx_http_apim_hash64((const u_char *) ck, ngx_strlen(ck));
+
+    return h ^ (ngx_http_apim_hash64((const u_char *) sc, ngx_strlen(sc))
+                * 0x9e3779b97f4a7c15ULL);
+}
+
+
 static void
 ngx_http_apim_tcache_drop(ngx_http_apim_tcache_t *e)
 {
@@ -452,10 +489,19 @@ ngx_http_apim_jwt_verify(ngx_http_request_t *r,
     if (e->used && e->toklen == tok->len
         && CRYPTO_memcmp(e->tok, tok->data, tok->len) == 0)
     {
-        ngx_http_apim_tcache_hits++;
-        cl = &e->claims;
-        pkey = e->pkey;
-        goto check;
+        /* read again when its key manager now names other claims */
+        jwk = ngx_http_apim_jwk_find(snap, (const char *) e->claims.kid.data,
+                                     e->claims.iss.len
+                                     ? (const char *) e->claims.iss.data : NULL);
+
+        if (jwk == NULL || ngx_http_apim_claim_names(jwk) == e->names) {
+            ngx_http_apim_tcache_hits++;
+            cl = &e->claims;
+            pkey = e->pkey;
+            goto check;
+        }
+
+        ngx_http_apim_tcache_drop(e);
     }
 
     ngx_http_apim_tcache_misses++;
@@ -520,7 +566,8 @@ ngx_http_apim_jwt_verify(ngx_http_request_t *r,
     pkey = jwk->pkey;
 
     if (tok->len <= APIM_TCACHE_TOKEN
-        && ngx_http_apim_jwt_extract(claims, kid, cl, e->buf, APIM_CLAIMS_BUF)
+        && ngx_http_apim_jwt_extract(claims, kid, jwk, cl, e->buf,
+                                     APIM_CLAIMS_BUF)
            == NGX_OK)
     {
         cl->gen = 0;
@@ -528,6 +575,7 @@ ngx_http_apim_jwt_verify(ngx_http_request_t *r,
         if (EVP_PKEY_up_ref(pkey) == 1) {
             ngx_memcpy(e->tok, tok->data, tok->len);
             e->toklen = tok->len;
+            e->names = ngx_http_apim_claim_names(jwk);
             e->pkey = pkey;
             e->used = 1;
             cl->gen = ++ngx_http_apim_tcache_gen;
@@ -543,7 +591,7 @@ ngx_http_apim_jwt_verify(ngx_http_request_t *r,
             goto done;
         }
 
-        if (ngx_http_apim_jwt_extract(claims, kid, cl, buf, cap) != NGX_OK) {
+        if (ngx_http_apim_jwt_extract(claims, kid, jwk, cl, buf, cap) != NGX_OK) {
             goto done;
         }
 
