@@ -60,33 +60,23 @@ static void ev_subject(const char *type, char *out, size_t len)
 		snprintf(out, len, "apim.notify.%s", type);
 }
 
-/* Connects once (no retry inside the library for the first connect, so
- * that stop stays prompt); reconnects after a drop are the library's,
- * forever. */
-static natsConnection *ev_connect(void)
+natsConnection *events_nats_connect(const char *urls, const char *name)
 {
 	natsOptions *o = NULL;
 	natsConnection *nc = NULL;
 	if (natsOptions_Create(&o) != NATS_OK)
 		return NULL;
-	natsStatus s = natsOptions_SetServers(o, NULL, 0);
-	(void)s;
-	if (strchr(ev.url, ',') != NULL) {
-		/* several servers: split the list */
-		char buf[1024];
-		snprintf(buf, sizeof(buf), "%s", ev.url);
-		const char *srv[16];
-		int n = 0;
-		char *save = NULL;
-		for (char *t = strtok_r(buf, ",", &save); t != NULL && n < 16;
-		     t = strtok_r(NULL, ",", &save))
-			srv[n++] = t;
-		s = natsOptions_SetServers(o, srv, n);
-	} else {
-		s = natsOptions_SetURL(o, ev.url);
-	}
+	/* a comma-separated list: every server of the cluster */
+	char buf[1024];
+	snprintf(buf, sizeof(buf), "%s", urls);
+	const char *srv[16];
+	int n = 0;
+	char *save = NULL;
+	for (char *t = strtok_r(buf, ",", &save); t != NULL && n < 16; t = strtok_r(NULL, ",", &save))
+		srv[n++] = t;
+	natsStatus s = natsOptions_SetServers(o, srv, n);
 	if (s == NATS_OK)
-		s = natsOptions_SetName(o, "apim-control-plane");
+		s = natsOptions_SetName(o, name);
 	if (s == NATS_OK)
 		s = natsOptions_SetAllowReconnect(o, true);
 	if (s == NATS_OK)
@@ -183,7 +173,7 @@ static void *ev_main(void *arg)
 			continue;
 		}
 		if (nc == NULL) {
-			nc = ev_connect();
+			nc = events_nats_connect(ev.url, "apim-control-plane");
 			if (nc == NULL) {
 				if (was_connected || backoff == 100)
 					log_warn(EV_COMP, "event hub %s unreachable; retrying", ev.url);

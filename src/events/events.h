@@ -43,4 +43,13 @@ apim_rc events_start(apim_ctx *ctx, int local);
  * when events_start was not called or failed. */
 void events_stop(void);
 
+/*
+ * Connects to the NATS servers of urls (comma-separated), named name. One
+ * attempt for the first connection (the caller retries, so that stopping
+ * stays prompt); after a drop the library reconnects forever, every
+ * 250 ms. NULL when no server answered.
+ */
+struct __natsConnection;
+struct __natsConnection *events_nats_connect(const char *urls, const char *name);
+
 #endif

@@ -24,6 +24,7 @@
 
 #include "common/log.h"
 #include "common/util.h"
+#include "events/events.h"
 #include "trafficmanager/tm_policy.h"
 #include "trafficmanager/tm_quota.h"
 
@@ -331,40 +332,6 @@ static void tm_tick(natsConnection *nc, int64_t now, int beat)
 	}
 }
 
-static natsConnection *tm_connect(void)
-{
-	natsOptions *o = NULL;
-	natsConnection *nc = NULL;
-	if (natsOptions_Create(&o) != NATS_OK)
-		return NULL;
-	char buf[1024];
-	snprintf(buf, sizeof(buf), "%s", tm.hub_url);
-	const char *srv[16];
-	int n = 0;
-	char *save = NULL;
-	for (char *t = strtok_r(buf, ",", &save); t != NULL && n < 16; t = strtok_r(NULL, ",", &save))
-		srv[n++] = t;
-	natsStatus s = natsOptions_SetServers(o, srv, n);
-	if (s == NATS_OK)
-		s = natsOptions_SetName(o, "apim-traffic-manager");
-	if (s == NATS_OK)
-		s = natsOptions_SetAllowReconnect(o, true);
-	if (s == NATS_OK)
-		s = natsOptions_SetMaxReconnect(o, -1);
-	if (s == NATS_OK)
-		s = natsOptions_SetReconnectWait(o, 250);
-	if (s == NATS_OK)
-		s = natsOptions_SetTimeout(o, 2000);
-	if (s == NATS_OK)
-		s = natsConnection_Connect(&nc, o);
-	natsOptions_Destroy(o);
-	if (s != NATS_OK) {
-		natsConnection_Destroy(nc);
-		return NULL;
-	}
-	return nc;
-}
-
 static void *tm_main(void *arg)
 {
 	(void)arg;
@@ -373,7 +340,7 @@ static void *tm_main(void *arg)
 	int warned = 0;
 
 	while (nc == NULL) {
-		nc = tm_connect();
+		nc = events_nats_connect(tm.hub_url, "apim-traffic-manager");
 		if (nc != NULL)
 			break;
 		if (!warned++)

@@ -409,8 +409,8 @@ ngx_http_apim_jwks_b64(const char *in, u_char *out, size_t max)
  * A public key of a JWK: RSA (n, e) or EC P-256 (x, y); NULL for any other
  * or a malformed one. The caller frees it with EVP_PKEY_free().
  */
-static EVP_PKEY *
-ngx_http_apim_jwks_pkey(json_t *jk)
+EVP_PKEY *
+ngx_http_apim_jwk_pkey(json_t *jk)
 {
     u_char           buf[1024], pub[65];
     size_t           len;
@@ -580,7 +580,7 @@ ngx_http_apim_ring_build(ngx_log_t *log)
             }
 
             rk = &ri->keys[ri->nkeys];
-            rk->jwk.pkey = ngx_http_apim_jwks_pkey(jk);
+            rk->jwk.pkey = ngx_http_apim_jwk_pkey(jk);
 
             if (rk->jwk.pkey == NULL) {
                 ngx_log_error(NGX_LOG_WARN, log, 0,

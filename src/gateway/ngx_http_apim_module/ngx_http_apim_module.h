@@ -300,6 +300,10 @@ ngx_http_apim_cors_t *ngx_http_apim_cors_build(ngx_http_apim_snap_t *s,
 const ngx_http_apim_jwk_t *ngx_http_apim_jwk_find(
     const ngx_http_apim_snap_t *s, const char *kid, const char *iss);
 
+/* ngx_http_apim_jwks.c: the public key of a JWK: RSA (n, e) or EC P-256
+ * (x, y); NULL for any other or a malformed one. Free with EVP_PKEY_free(). */
+EVP_PKEY *ngx_http_apim_jwk_pkey(json_t *jk);
+
 /* ngx_http_apim_jwks.c: hook of the snapshot builder: the enabled other
  * issuers of the snapshot's keyManagers (allocated on s), which it also
  * hands to the JWKS thread of ngx_http_apim_jwks_module. NULL: none. */
