@@ -27,6 +27,7 @@
 #include "keymanager/km_keys.h"
 #include "publisher/publisher_internal.h"
 #include "store/db.h"
+#include "store/store_keymanager.h"
 #include "store/store_api.h"
 #include "store/store_document.h"
 #include "store/store_environment.h"
@@ -1102,7 +1103,35 @@ static void h_key_managers(http_req *r)
 	json_object_set_new(km, "tokenType", json_string("DIRECT"));
 	json_t *list = json_array();
 	json_array_append_new(list, km);
-	http_reply_json(r, 200, json_pack("{s:i, s:o}", "count", 1, "list", list));
+	/* the enabled key managers of the Admin API: clients are mapped
+	 * (map-keys), never created, and tokens come from them */
+	store_keymanager *ks = NULL;
+	size_t n = 0;
+	int64_t total = 0;
+	if (r->ctx->apimgt != NULL &&
+	    store_keymanager_list(r->ctx->apimgt, r->pool, 0, -1, &ks, &n, &total) == APIM_OK) {
+		for (size_t i = 0; i < n; i++) {
+			if (!ks[i].enabled)
+				continue;
+			json_t *doc = json_loads(ks[i].doc, 0, NULL);
+			json_t *o = json_pack(
+				"{s:s, s:s, s:s, s:O?, s:O?, s:b, s:b, s:b, s:b, s:b, s:o, s:n, s:o, "
+				"s:s}",
+				"id", ks[i].id, "name", ks[i].name, "type",
+				json_string_value(json_object_get(doc, "type")) ? json_string_value(json_object_get(doc, "type")) : "custom",
+				"displayName", json_object_get(doc, "displayName"), "description",
+				json_object_get(doc, "description"), "enabled", 1,
+				"enableTokenGeneration", 0, "enableTokenEncryption", 0,
+				"enableOAuthAppCreation", 0, "enableMapOAuthConsumerApps", 1,
+				"applicationConfiguration", json_array(), "alias",
+				"additionalProperties", json_object(), "tokenType", "DIRECT");
+			json_decref(doc);
+			if (o != NULL)
+				json_array_append_new(list, o);
+		}
+	}
+	http_reply_json(r, 200, json_pack("{s:I, s:o}", "count", (json_int_t)json_array_size(list),
+					  "list", list));
 }
 
 /* ---------- wiring ---------- */

@@ -316,6 +316,15 @@ class GatewayIssuersTest(unittest.TestCase):
         r = c.get(DP + "/applications/%s/oauth-keys" % app)
         self.assertEqual(r.status, 200, r)
         self.assertEqual([k["keyManager"] for k in r.json["list"]], [self.km["name"]])
+        # and the Developer Portal offers the key manager for mapping only
+        r = c.get(DP + "/key-managers")
+        self.assertEqual(r.status, 200, r)
+        listed = {k["name"]: k for k in r.json["list"]}
+        self.assertEqual(r.json["count"], len(r.json["list"]))
+        self.assertIn("Resident Key Manager", listed)
+        self.assertIn(self.km["name"], listed)
+        self.assertFalse(listed[self.km["name"]]["enableOAuthAppCreation"])
+        self.assertTrue(listed[self.km["name"]]["enableMapOAuthConsumerApps"])
 
     def test_2_other_issuer_bad_signature_expired_refused(self):
         # the issuer's key and kid, but another iss
