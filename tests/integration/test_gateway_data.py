@@ -452,13 +452,15 @@ class GatewayDeltaTest(unittest.TestCase):
         shutil.rmtree(cls.tmp, ignore_errors=True)
 
     @classmethod
-    def wait_log(cls, text, timeout=20):
+    def wait_log(cls, text, timeout=20, since=0):
+        """Waits for text in the gateway's log (after offset since)."""
         deadline = time.time() + timeout
         while time.time() < deadline:
-            if text in cls.gw.log():
+            if text in cls.gw.log()[since:]:
                 return
             time.sleep(0.05)
-        raise AssertionError("no %r in the gateway log:\n%s" % (text, cls.gw.log()[-3000:]))
+        raise AssertionError("no %r in the gateway log:\n%s\n--- stderr ---\n%s"
+                             % (text, cls.gw.log()[-3000:], cls.gw.log("stderr.log")[-1000:]))
 
     def publish(self, kind, seq):
         subject = {"revoked_jwt": "apim.revoke"}.get(kind, "apim.notify." + kind)
@@ -640,15 +642,16 @@ class GatewayDeltaTest(unittest.TestCase):
         self.change("subscription", (s["applicationId"], s["apiId"]), s)
         self.wait_status(self.path(6), tok, 200)
         self.gw.stop()
+        mark = len(self.gw.log())
         self.cp.down = True
         try:
             self.gw.start()
-            self.wait_log("journaled deltas applied")
+            self.wait_log("journaled deltas applied", since=mark)
             self.wait_status(self.path(6), tok, 200, timeout=10)
             self.assertEqual(self.gw.call(self.path(17), tok)[0], 200)
         finally:
             self.cp.down = False
-        self.wait_log("answers again; full resync")
+        self.wait_log("answers again; full resync", timeout=30, since=mark)
 
 
 # -- file mode: a snapshot larger than the parser's window --------------------
