@@ -728,6 +728,12 @@ ngx_http_apim_handler(ngx_http_request_t *r)
         return ngx_http_apim_fault(r, &ngx_http_apim_no_resource);
     }
 
+    /* blocking conditions on the client address, before anything else */
+    fault = ngx_http_apim_block_ip(r, snap);
+    if (fault != NULL) {
+        return ngx_http_apim_fault(r, fault);
+    }
+
     /* the API: the longest "/seg/seg..." prefix that names one */
     p = r->uri.data;
     end = r->uri.data + r->uri.len;
@@ -817,6 +823,11 @@ ngx_http_apim_handler(ngx_http_request_t *r)
     if (op->auth_none) {
         if (api->blocked) {
             return ngx_http_apim_fault(r, &ngx_http_apim_api_blocked);
+        }
+
+        fault = ngx_http_apim_block_caller(snap, api, NULL, NULL);
+        if (fault != NULL) {
+            return ngx_http_apim_fault(r, fault);
         }
 
         if (ngx_http_apim_strip_headers(r, 0, NULL) != NGX_OK) {
@@ -982,6 +993,12 @@ ngx_http_apim_handler(ngx_http_request_t *r)
             fault = &ngx_http_apim_scope;
             goto failed;
         }
+    }
+
+    /* blocking conditions on the API, the application, the user */
+    fault = ngx_http_apim_block_caller(snap, api, app, &cl->sub);
+    if (fault != NULL) {
+        goto failed;
     }
 
     ctx->user.len = cl->sub.len;
