@@ -1018,12 +1018,25 @@ ngx_http_apim_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    /* burst control (spike arrest) of the subscription's tier (after the
+     * variables: the access log names who was refused) */
+    fault = ngx_http_apim_burst_check(r, snap, sub->tier, subkey, len);
+    if (fault != NULL) {
+        goto failed;
+    }
+
 backend:
 
     up = sandbox ? api->sand : api->prod;
     if (up == NULL) {
         /* a production key on a sandbox-only API, or the reverse */
         return ngx_http_apim_fault(r, &ngx_http_apim_invalid);
+    }
+
+    /* the backend's maxTps, per key type */
+    fault = ngx_http_apim_max_tps_check(r, api, sandbox);
+    if (fault != NULL) {
+        return ngx_http_apim_fault(r, fault);
     }
 
     if (ngx_http_apim_upstream_set(r, ctx, up) != NGX_OK) {
