@@ -346,6 +346,17 @@ class AllInOneBlockTest(unittest.TestCase):
         self.assertIn(r.status, (200, 204), r.text)
         took["api deleted"], _ = self.wait_status(call, 200)
 
+        # the user (a client_credentials token's sub: the application's owner)
+        r = c.post(DENY, json={"conditionType": "USER", "conditionValue": "admin",
+                               "conditionStatus": True})
+        self.assertEqual(r.status, 201, r.text)
+        cid = r.json["conditionId"]
+        took["user added"], res = self.wait_status(call, 429)
+        self.assertEqual(res[1]["code"], "900805", res)
+        r = c.delete(DENY1 + cid)
+        self.assertIn(r.status, (200, 204), r.text)
+        took["user deleted"], _ = self.wait_status(call, 200)
+
         # the client's address
         r = c.post(DENY, json={"conditionType": "IPRANGE",
                                "conditionValue": {"startingIp": "127.0.0.1",

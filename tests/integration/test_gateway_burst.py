@@ -9,7 +9,8 @@ subscription is counted apart; maxTps answers 503 900801 per key type.
 
 AllInOneBurstTest: apimd --profile all-in-one renders apim_shared_zone; a
 subscription policy made through the Admin API with a burst limit is
-enforced on the API subscribed with it.
+enforced on the API subscribed with it, and an API's maxTps set through
+the Publisher on its backend.
 """
 
 import concurrent.futures
@@ -29,11 +30,14 @@ ADMIN = "/api/am/admin/v4"
 API3_ID = "11111111-aaaa-4aaa-8aaa-0000000000f3"
 
 
-def wait_minute_start(margin=40):
+def wait_minute_start(margin=20):
     """Waits until the current minute has at least margin seconds left, so
-    that a per-minute window does not end in the middle of a test."""
+    that a per-minute window does not end in the middle of a test: True
+    when it waited into a new minute (a new window)."""
+    start = int(time.time() // 60)
     while time.time() % 60 > 60 - margin:
-        time.sleep(0.5)
+        time.sleep(0.2)
+    return int(time.time() // 60) != start
 
 
 class GatewayBurstModuleTest(unittest.TestCase):
@@ -225,25 +229,17 @@ class AllInOneBurstTest(unittest.TestCase):
     def tearDownClass(cls):
         gp.AllInOneGatewayTest.tearDownClass.__func__(cls)
 
-    def test_subscription_burst_limit_from_the_admin_api(self):
-        with open(os.path.join(self.srv.home, "gateway", "nginx.conf")) as f:
-            self.assertIn("apim_shared_zone", f.read())
+    def deploy(self, tier, **api_fields):
+        """An API deployed, published and subscribed on tier: (its name,
+        the Authorization header of a production token)."""
         c = self.srv.client()
-        tier = pt.uniq("Spike")
-        r = c.post(ADMIN + "/throttling/policies/subscription", json={
-            "policyName": tier, "displayName": tier,
-            "defaultLimit": {"type": "REQUESTCOUNTLIMIT",
-                             "requestCount": {"timeUnit": "min", "unitTime": 1,
-                                              "requestCount": 1000}},
-            "rateLimitCount": 3, "rateLimitTimeUnit": "min"})
-        self.assertEqual(r.status, 201, r.text)
         backend = self.start_backend()
         cfg = {"endpoint_type": "http",
                "production_endpoints": {"url": "http://127.0.0.1:%d/be"
                                                % backend.server_port}}
         name = pt.uniq("GwBurst")
-        api = pt.create_api(self, c, name=name, policies=["Unlimited", tier],
-                            endpointConfig=cfg)
+        api = pt.create_api(self, c, name=name, policies=sorted({"Unlimited", tier}),
+                            endpointConfig=cfg, **api_fields)
         r = c.post(pt.APIS + "/%s/revisions" % api["id"], json={"description": "r1"})
         self.assertEqual(r.status, 201, r)
         r = c.post(pt.APIS + "/%s/deploy-revision" % api["id"],
@@ -270,15 +266,41 @@ class AllInOneBurstTest(unittest.TestCase):
             headers={"Authorization": gp.basic(keys["consumerKey"],
                                                keys["consumerSecret"])})
         self.assertEqual(r.status, 200, r)
-        auth = {"Authorization": "Bearer " + r.json["access_token"]}
-        path = "/%s/1.0.0/items" % name.lower()
+        return name, {"Authorization": "Bearer " + r.json["access_token"]}
 
-        # the first call that passes is already counted
-        wait_minute_start(50)
+    def test_max_tps_from_the_publisher(self):
+        name, auth = self.deploy("Unlimited", maxTps={"production": 2,
+                                                      "productionTimeUnit": "MINUTE"})
+        path = "/%s/1.0.0/items" % name.lower()
         self.assertTrue(gp.wait_for(lambda: gp.get(self.gw_port, path, auth)[0] == 200,
                                     15, 0.1))
+        left = 2 if wait_minute_start() else 1
+        codes = [gp.get(self.gw_port, path, auth)[0] for _ in range(4)]
+        self.assertEqual(codes, [200] * left + [503] * (4 - left))
+        status, js, body = gp.get(self.gw_port, path, auth)
+        self.assertEqual(js["code"], "900801", body)
+
+    def test_subscription_burst_limit_from_the_admin_api(self):
+        with open(os.path.join(self.srv.home, "gateway", "nginx.conf")) as f:
+            self.assertIn("apim_shared_zone", f.read())
+        c = self.srv.client()
+        tier = pt.uniq("Spike")
+        r = c.post(ADMIN + "/throttling/policies/subscription", json={
+            "policyName": tier, "displayName": tier,
+            "defaultLimit": {"type": "REQUESTCOUNTLIMIT",
+                             "requestCount": {"timeUnit": "min", "unitTime": 1,
+                                              "requestCount": 1000}},
+            "rateLimitCount": 3, "rateLimitTimeUnit": "min"})
+        self.assertEqual(r.status, 201, r.text)
+        name, auth = self.deploy(tier)
+        path = "/%s/1.0.0/items" % name.lower()
+
+        # the first call that passes is counted, unless a new minute began
+        self.assertTrue(gp.wait_for(lambda: gp.get(self.gw_port, path, auth)[0] == 200,
+                                    15, 0.1))
+        left = 3 if wait_minute_start() else 2
         codes = [gp.get(self.gw_port, path, auth)[0] for _ in range(6)]
-        self.assertEqual(codes, [200, 200, 429, 429, 429, 429])
+        self.assertEqual(codes, [200] * left + [429] * (6 - left))
         status, js, body = gp.get(self.gw_port, path, auth)
         self.assertEqual(js["code"], "900807", body)
 
