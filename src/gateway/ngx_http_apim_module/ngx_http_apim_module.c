@@ -18,6 +18,8 @@
  *   apim_backend_jwt on|off;          (http) add X-JWT-Assertion
  *   apim_backend_jwt_key <pem>;       (http) its RSA signing key
  *   apim_jwks;                        (location) its public key, a JWKS
+ * Burst control and maxTps (ngx_http_apim_burst.c, its own module):
+ *   apim_shared_zone <size>;          (http) the counters all workers share
  *
  * Credentials, as the API's securityScheme allows: "Authorization: Bearer
  * <JWT>" (oauth2), else an API key (api_key) in the header named by the
@@ -30,6 +32,10 @@
  * from the headers or from $args), and so is any client X-JWT-Assertion.
  * CORS (ngx_http_apim_cors.c): preflights are answered before any
  * credential check.
+ * Blocking conditions (ngx_http_apim_block.c): the client's address
+ * before anything else, the API, application and user once the caller is
+ * known. Then the subscription's burst limit and the backend's maxTps
+ * (ngx_http_apim_burst.c).
  *
  * Variables: every ngx_str_t field of ngx_http_apim_ctx_t, as
  * $apim_<field> ($apim_api_id, $apim_app_id, $apim_user, $apim_fault_code,
