@@ -345,6 +345,10 @@ static char *gw_render(const apim_config *cfg, const char *so, size_t solen)
 	if (gw_module_knows(so, solen, "apim_cache_file"))
 		fprintf(f, "    apim_cache_file %s/cache/snapshot.json;\n", gw.dir);
 
+	/* the burst control and maxTps counters the workers share (131072) */
+	if (gw_module_knows(so, solen, "apim_shared_zone"))
+		fprintf(f, "    apim_shared_zone 4m;\n");
+
 	/* the backend JWT (X-JWT-Assertion) and its public key at /jwks */
 	int backend_jwt = cfg->gateway_backend_jwt && gw_module_knows(so, solen, "apim_backend_jwt") &&
 			  gw_module_knows(so, solen, "apim_backend_jwt_key");

@@ -18,6 +18,8 @@
  *   apim_backend_jwt on|off;          (http) add X-JWT-Assertion
  *   apim_backend_jwt_key <pem>;       (http) its RSA signing key
  *   apim_jwks;                        (location) its public key, a JWKS
+ * Burst control and maxTps (ngx_http_apim_burst.c, its own module):
+ *   apim_shared_zone <size>;          (http) the counters all workers share
  *
  * Credentials, as the API's securityScheme allows: "Authorization: Bearer
  * <JWT>" (oauth2), else an API key (api_key) in the header named by the
@@ -30,6 +32,10 @@
  * from the headers or from $args), and so is any client X-JWT-Assertion.
  * CORS (ngx_http_apim_cors.c): preflights are answered before any
  * credential check.
+ * Blocking conditions (ngx_http_apim_block.c): the client's address
+ * before anything else, the API, application and user once the caller is
+ * known. Then the subscription's burst limit and the backend's maxTps
+ * (ngx_http_apim_burst.c).
  *
  * Variables: every ngx_str_t field of ngx_http_apim_ctx_t, as
  * $apim_<field> ($apim_api_id, $apim_app_id, $apim_user, $apim_fault_code,
@@ -728,6 +734,12 @@ ngx_http_apim_handler(ngx_http_request_t *r)
         return ngx_http_apim_fault(r, &ngx_http_apim_no_resource);
     }
 
+    /* blocking conditions on the client address, before anything else */
+    fault = ngx_http_apim_block_ip(r, snap);
+    if (fault != NULL) {
+        return ngx_http_apim_fault(r, fault);
+    }
+
     /* the API: the longest "/seg/seg..." prefix that names one */
     p = r->uri.data;
     end = r->uri.data + r->uri.len;
@@ -817,6 +829,11 @@ ngx_http_apim_handler(ngx_http_request_t *r)
     if (op->auth_none) {
         if (api->blocked) {
             return ngx_http_apim_fault(r, &ngx_http_apim_api_blocked);
+        }
+
+        fault = ngx_http_apim_block_caller(snap, api, NULL, NULL);
+        if (fault != NULL) {
+            return ngx_http_apim_fault(r, fault);
         }
 
         if (ngx_http_apim_strip_headers(r, 0, NULL) != NGX_OK) {
@@ -984,6 +1001,12 @@ ngx_http_apim_handler(ngx_http_request_t *r)
         }
     }
 
+    /* blocking conditions on the API, the application, the user */
+    fault = ngx_http_apim_block_caller(snap, api, app, &cl->sub);
+    if (fault != NULL) {
+        goto failed;
+    }
+
     ctx->user.len = cl->sub.len;
     ctx->user.data = ngx_pstrdup(r->pool, &cl->sub);
 
@@ -1001,12 +1024,25 @@ ngx_http_apim_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    /* burst control (spike arrest) of the subscription's tier (after the
+     * variables: the access log names who was refused) */
+    fault = ngx_http_apim_burst_check(r, snap, sub->tier, subkey, len);
+    if (fault != NULL) {
+        goto failed;
+    }
+
 backend:
 
     up = sandbox ? api->sand : api->prod;
     if (up == NULL) {
         /* a production key on a sandbox-only API, or the reverse */
         return ngx_http_apim_fault(r, &ngx_http_apim_invalid);
+    }
+
+    /* the backend's maxTps, per key type */
+    fault = ngx_http_apim_max_tps_check(r, api, sandbox);
+    if (fault != NULL) {
+        return ngx_http_apim_fault(r, fault);
     }
 
     if (ngx_http_apim_upstream_set(r, ctx, up) != NGX_OK) {

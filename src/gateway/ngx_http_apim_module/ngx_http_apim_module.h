@@ -96,6 +96,10 @@ typedef struct {
 /* opaque: ngx_http_apim_upstream.c and ngx_http_apim_cors.c */
 typedef struct ngx_http_apim_upstream_s  ngx_http_apim_upstream_t;
 typedef struct ngx_http_apim_cors_s  ngx_http_apim_cors_t;
+/* opaque: ngx_http_apim_block.c and ngx_http_apim_burst.c */
+typedef struct ngx_http_apim_blocks_s  ngx_http_apim_blocks_t;
+typedef struct ngx_http_apim_bursts_s  ngx_http_apim_bursts_t;
+typedef struct ngx_http_apim_max_tps_s  ngx_http_apim_max_tps_t;
 
 typedef struct {
     const char                 *id;
@@ -112,6 +116,7 @@ typedef struct {
     size_t                      nops;
     ngx_uint_t                  security;   /* APIM_SEC_*, from securityScheme */
     const char                 *api_key_header;  /* apiKeyHeader, or NULL */
+    ngx_http_apim_max_tps_t    *max_tps;    /* NULL: none (burst.c) */
 } ngx_http_apim_api_t;
 
 /* ngx_http_apim_api_t.security: the credentials an API accepts */
@@ -199,6 +204,10 @@ struct ngx_http_apim_snap_s {
     ngx_http_apim_jwk_t       **pkeys;      /* for EVP_PKEY_free */
     size_t                      npkeys;
     ngx_http_apim_issuers_t    *issuers;    /* other issuers, or NULL */
+    /* full builds only (a change of either makes a full snapshot);
+     * deltas share them */
+    ngx_http_apim_blocks_t     *blocks;     /* enabled blockConditions */
+    ngx_http_apim_bursts_t     *bursts;     /* subscription burst limits */
     ngx_http_apim_snap_t       *retired_next;
     ngx_msec_t                  retired_at;
 };
@@ -373,6 +382,41 @@ ngx_int_t ngx_http_apim_backend_jwt_set(ngx_http_request_t *r,
     ngx_http_apim_ctx_t *ctx, const ngx_http_apim_claims_t *cl, uint64_t gen);
 char *ngx_http_apim_jwks_conf(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 
+/*
+ * ngx_http_apim_block.c: blocking conditions (the Admin API's deny
+ * policies). The hook adds one element of "blockConditions" to s->blocks
+ * (disabled ones are skipped). The checks return the fault (900805) or
+ * NULL; request path, no lock.
+ */
+ngx_int_t ngx_http_apim_block_add(ngx_http_apim_snap_t *s, json_t *jv,
+    ngx_log_t *log);
+/* IP and IPRANGE conditions against the client address of the connection */
+const ngx_http_apim_fault_t *ngx_http_apim_block_ip(ngx_http_request_t *r,
+    const ngx_http_apim_snap_t *s);
+/* API, APPLICATION (app may be NULL) and USER (user may be empty) */
+const ngx_http_apim_fault_t *ngx_http_apim_block_caller(
+    const ngx_http_apim_snap_t *s, const ngx_http_apim_api_t *api,
+    const ngx_http_apim_app_t *app, ngx_str_t *user);
+
+/*
+ * ngx_http_apim_burst.c: burst control (spike arrest) of subscription
+ * tiers and backend maxTps, counted in the shared memory zone of
+ * apim_shared_zone (ngx_http_apim_burst_module) by every worker, lock-free.
+ * Hooks: a policy of "policies" (subscription level: rateLimitCount per
+ * rateLimitTimeUnit) into s->bursts; an API's maxTps. The checks return the
+ * fault (900807 with Retry-After, 900801) or NULL.
+ */
+ngx_int_t ngx_http_apim_burst_add(ngx_http_apim_snap_t *s, json_t *jv,
+    ngx_log_t *log);
+ngx_http_apim_max_tps_t *ngx_http_apim_max_tps_build(ngx_http_apim_snap_t *s,
+    json_t *max_tps, ngx_log_t *log);
+const ngx_http_apim_fault_t *ngx_http_apim_burst_check(ngx_http_request_t *r,
+    const ngx_http_apim_snap_t *s, const char *tier, const u_char *subkey,
+    size_t len);
+const ngx_http_apim_fault_t *ngx_http_apim_max_tps_check(
+    ngx_http_request_t *r, const ngx_http_apim_api_t *api,
+    ngx_uint_t sandbox);
+
 /* ngx_http_apim_feed.c: the per-worker background thread */
 extern ngx_http_apim_snap_t  *ngx_http_apim_current;   /* atomic */
 ngx_int_t ngx_http_apim_init_process(ngx_cycle_t *cycle);
@@ -381,5 +425,6 @@ ngx_msec_t ngx_http_apim_now_ms(void);
 
 extern ngx_module_t  ngx_http_apim_module;
 extern ngx_module_t  ngx_http_apim_jwks_module;
+extern ngx_module_t  ngx_http_apim_burst_module;
 
 #endif /* NGX_HTTP_APIM_MODULE_H */

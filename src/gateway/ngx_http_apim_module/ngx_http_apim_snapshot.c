@@ -661,6 +661,8 @@ ngx_http_apim_add_api(ngx_http_apim_build_t *b, json_t *ja)
                                              b->log);
     api->sand = ngx_http_apim_upstream_build(s, ec, "sandbox_endpoints",
                                              b->log);
+    api->max_tps = ngx_http_apim_max_tps_build(s, json_object_get(ja, "maxTps"),
+                                               b->log);
     api->cors = ngx_http_apim_cors_build(s,
                                          json_object_get(ja, "corsConfiguration"),
                                          b->log);
@@ -998,6 +1000,16 @@ ngx_http_apim_add(ngx_http_apim_build_t *b, const char *section, json_t *jv)
 
     if (strcmp(section, "revokedJwts") == 0) {
         return ngx_http_apim_add_revoked(b, jv);
+    }
+
+    if (strcmp(section, "blockConditions") == 0) {
+        return ngx_http_apim_block_add(b->snap, jv, b->log);
+    }
+
+    if (strcmp(section, "policies") == 0
+        && ngx_http_apim_burst_add(b->snap, jv, b->log) != NGX_OK)
+    {
+        return NGX_ERROR;
     }
 
     return NGX_OK;

@@ -1,0 +1,378 @@
+"""Blocking conditions at the gateway (the Admin API's deny policies).
+
+GatewayBlockModuleTest: nginx with ngx_http_apim_module and a snapshot file
+(no apimd), listening on 127.0.0.1 and [::1], for every condition type: IP
+and IPRANGE (IPv4 and IPv6, inverted or not) refuse before any credential
+check, API, APPLICATION and USER once the caller is known; disabled and
+malformed conditions block nothing.
+
+AllInOneBlockTest: apimd --profile all-in-one; a deny policy added through
+the Admin API blocks at the gateway, disabling it (PATCH conditionStatus)
+and deleting it lift the block.
+"""
+
+import http.client
+import os
+import subprocess
+import tempfile
+import time
+import unittest
+
+import test_gateway_module as gm
+import test_gateway_profile as gp
+
+DENY = "/api/am/admin/v4/throttling/deny-policies"
+DENY1 = "/api/am/admin/v4/throttling/deny-policy/"
+MENU = "/pizzashack/1.0.0/menu"
+
+def cond(ctype, value, status=True):
+    return {"conditionId": "c-%s-%d" % (ctype, id(value)), "conditionType": ctype,
+            "conditionValue": value, "conditionStatus": status}
+
+class GatewayBlockModuleTest(unittest.TestCase):
+
+    # borrowed from the module test: same snapshot, tokens and calls
+    token = gm.GatewayModuleTest.token
+    assert_fault = gm.GatewayModuleTest.assert_fault
+    assert_backend = gm.GatewayModuleTest.assert_backend
+
+    @classmethod
+    def setUpClass(cls):
+        if not gm.MODULE or not os.path.exists(gm.MODULE):
+            raise unittest.SkipTest("APIM_NGINX_MODULE not built")
+        if not os.path.exists(gm.NGINX):
+            raise unittest.SkipTest("nginx not installed")
+        cls.tmp = tempfile.mkdtemp(prefix="apim-gw-block-")
+        os.chmod(cls.tmp, 0o755)
+        cls.prod = gm.start_backend("production")
+        cls.sand = gm.start_backend("sandbox")
+        cls.key, cls.jwk = gm.rsa_jwk(cls.tmp)
+        cls.ec_key, cls.ec_jwk = gm.ec_jwk(cls.tmp, "gw-test-ec-key")
+        cls.snapshot_path = os.path.join(cls.tmp, "snapshot.json")
+        cls.base = gm.GatewayModuleTest.base_snapshot.__func__(cls)
+        # App2 (bob) is subscribed too, so that it reaches the backend
+        cls.base["subscriptions"].append(
+            {"id": "s2", "apiId": gm.API_ID, "applicationId": gm.APP2_ID,
+             "tier": "Gold", "status": "UNBLOCKED"})
+        cls.seq = 1
+        cls.write(cls.base)
+        cls.port = gm.free_port()
+        cls.start_nginx()
+
+    @classmethod
+    def tearDownClass(cls):
+        gm.GatewayModuleTest.tearDownClass.__func__(cls)
+
+    @classmethod
+    def write(cls, snap):
+        cls.seq += 1
+        snap = dict(snap, seq=cls.seq)
+        gm.GatewayModuleTest.write_snapshot.__func__(cls, snap)
+
+    @classmethod
+    def start_nginx(cls):
+        conf = os.path.join(cls.tmp, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write("""
+load_module %(module)s;
+user root;
+daemon off;
+master_process on;
+worker_processes 1;
+error_log %(dir)s/error.log notice;
+pid %(dir)s/nginx.pid;
+events { worker_connections 256; }
+http {
+    apim_snapshot_file %(dir)s/snapshot.json;
+    log_format apim '$remote_addr $status $apim_fault_code';
+    access_log %(dir)s/access.log apim;
+    client_body_temp_path %(dir)s/body;
+    proxy_temp_path %(dir)s/proxy;
+    fastcgi_temp_path %(dir)s/fastcgi;
+    uwsgi_temp_path %(dir)s/uwsgi;
+    scgi_temp_path %(dir)s/scgi;
+    server {
+        listen 127.0.0.1:%(port)d;
+        listen [::1]:%(port)d;
+        location / {
+            apim_gateway on;
+            proxy_pass $apim_backend$apim_rest$is_args$args;
+        }
+    }
+}
+""" % {"module": gm.MODULE, "dir": cls.tmp, "port": cls.port})
+        with open(os.path.join(cls.tmp, "stderr.log"), "w") as err:
+            cls.nginx = subprocess.Popen([gm.NGINX, "-c", conf, "-p", cls.tmp + "/"],
+                                         stdout=subprocess.DEVNULL, stderr=err)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            if cls.nginx.poll() is not None:
+                raise RuntimeError("nginx exited")
+            try:
+                import socket
+                socket.create_connection(("127.0.0.1", cls.port), 0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("nginx did not listen")
+
+    def call(self, path=MENU, token=None, v6=False):
+        h = {}
+        if token is not None:
+            h["Authorization"] = "Bearer " + token
+        c = http.client.HTTPConnection("::1" if v6 else "127.0.0.1", self.port,
+                                       timeout=10)
+        try:
+            c.request("GET", path, headers=h)
+            r = c.getresponse()
+            data = r.read()
+            return r.status, {k.lower(): v for k, v in r.getheaders()}, data
+        finally:
+            c.close()
+
+    def blocks(self, conds, first):
+        """Publishes conds; waits (generously) until first() -- a call that
+        the new conditions refuse -- answers 429."""
+        self.write(dict(self.base, blockConditions=conds))
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            res = first()
+            if res[0] == 429:
+                return res
+            time.sleep(0.05)
+        self.fail("the blocking conditions did not take effect: %r" % (res,))
+
+    def setUp(self):
+        # every test starts from no condition: both families pass
+        self.write(dict(self.base, blockConditions=[]))
+        tok = self.token()
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            if (self.call(token=tok)[0] == 200
+                    and self.call(token=tok, v6=True)[0] == 200):
+                return
+            time.sleep(0.05)
+        self.fail("no longer passes without blocking conditions")
+
+    def assert_blocked(self, res):
+        doc = self.assert_fault(res, 429, "900805")
+        self.assertEqual(doc["message"], "Message blocked")
+
+    # -- IP, IPRANGE ---------------------------------------------------------
+
+    def test_ip_blocks_before_credentials(self):
+        tok = self.token()
+        self.blocks([cond("IP", {"fixedIp": "127.0.0.1", "invert": False})],
+                    lambda: self.call(token=tok))
+        before = len(gm.Backend.seen)
+        self.assert_blocked(self.call(token=tok))
+        # refused before the credential check: no token is 900805, not 900902
+        self.assert_blocked(self.call())
+        self.assert_blocked(self.call("/nosuchapi/1.0.0/x"))
+        self.assert_blocked(self.call("/pizzashack/1.0.0/health"))
+        self.assertEqual(len(gm.Backend.seen), before)
+        # another address passes
+        self.assert_backend(self.call(token=tok, v6=True))
+        self.assert_fault(self.call(v6=True), 401, "900902")
+        with open(os.path.join(self.tmp, "access.log")) as f:
+            self.assertIn("127.0.0.1 429 900805", f.read())
+
+    def test_inverted_ip_blocks_every_other_address(self):
+        tok = self.token()
+        self.blocks([cond("IP", {"fixedIp": "::1", "invert": True})],
+                    lambda: self.call(token=tok))
+        self.assert_backend(self.call(token=tok, v6=True))
+
+    def test_ipv4_range(self):
+        tok = self.token()
+        self.blocks([cond("IPRANGE", {"startingIp": "10.0.0.0",
+                                      "endingIp": "10.255.255.255", "invert": False}),
+                     cond("IPRANGE", {"startingIp": "127.0.0.0",
+                                      "endingIp": "127.0.0.255", "invert": False})],
+                    lambda: self.call(token=tok))
+        self.assert_backend(self.call(token=tok, v6=True))
+        # a range that does not hold the client blocks nothing
+        self.blocks([cond("IPRANGE", {"startingIp": "127.0.0.2",
+                                      "endingIp": "127.255.255.255", "invert": False}),
+                     cond("IPRANGE", {"startingIp": "::1", "endingIp": "::1",
+                                      "invert": False})],
+                    lambda: self.call(token=tok, v6=True))
+        self.assert_backend(self.call(token=tok))
+
+    def test_ipv6_range(self):
+        tok = self.token()
+        self.blocks([cond("IPRANGE", {"startingIp": "::", "endingIp": "::ff",
+                                      "invert": False})],
+                    lambda: self.call(token=tok, v6=True))
+        # 127.0.0.1 is not in ::-::ff (nor is ::ffff:127.0.0.1)
+        self.assert_backend(self.call(token=tok))
+        # a range beside ::1 blocks nothing
+        self.blocks([cond("IPRANGE", {"startingIp": "::2", "endingIp": "::ffff",
+                                      "invert": False}),
+                     cond("API", "/root/v1")],
+                    lambda: self.call("/root/v1/x"))
+        self.assert_backend(self.call(token=tok, v6=True))
+        # an inverted range blocks ::1 and every IPv4 client
+        self.blocks([cond("IPRANGE", {"startingIp": "2001:db8::",
+                                      "endingIp": "2001:db8::ffff", "invert": True})],
+                    lambda: self.call(token=tok))
+        self.assert_blocked(self.call(token=tok, v6=True))
+
+    def test_inverted_ipv6_range_lets_the_range_through(self):
+        tok = self.token()
+        self.blocks([cond("IPRANGE", {"startingIp": "::1", "endingIp": "::2",
+                                      "invert": True})],
+                    lambda: self.call(token=tok))
+        self.assert_backend(self.call(token=tok, v6=True))
+
+    # -- API, APPLICATION, USER ---------------------------------------------
+
+    def test_api_context_and_version(self):
+        tok = self.token()
+        self.blocks([cond("API", "/pizzashack/1.0.0")], lambda: self.call(token=tok))
+        # the default version's unversioned path is the same API
+        self.assert_blocked(self.call("/pizzashack/menu", token=tok))
+        # and so is a resource without authentication
+        self.assert_blocked(self.call("/pizzashack/1.0.0/health"))
+        # another version is not blocked (App1 is not subscribed to it)
+        self.assert_fault(self.call("/pizzashack/2.0.0/menu", token=tok), 403, "900908")
+        self.assert_backend(self.call("/root/v1/x"))
+        # the caller is checked first: a missing token stays 900902
+        self.assert_fault(self.call(), 401, "900902")
+
+    def test_application(self):
+        alice = self.token()
+        bob = self.token(client=gm.OTHER_KEY)
+        self.blocks([cond("APPLICATION", "alice:App1")], lambda: self.call(token=alice))
+        self.assert_blocked(self.call(token=self.token(client=gm.SAND_KEY)))
+        self.assert_backend(self.call(token=bob))
+        # the owner may carry the tenant domain
+        self.blocks([cond("APPLICATION", "bob@carbon.super:App2")],
+                    lambda: self.call(token=bob))
+        self.assert_backend(self.call(token=alice))
+        # owner and name must both match
+        self.write(dict(self.base, blockConditions=[cond("APPLICATION", "bob:App1"),
+                                                    cond("APPLICATION", "alice:App2"),
+                                                    cond("APPLICATION", "alice:App")]))
+        deadline = time.time() + 10
+        while time.time() < deadline and self.call(token=bob)[0] != 200:
+            time.sleep(0.05)
+        self.assert_backend(self.call(token=bob))
+        self.assert_backend(self.call(token=alice))
+
+    def test_user(self):
+        tok = self.token()   # sub: alice
+        self.blocks([cond("USER", "alice")], lambda: self.call(token=tok))
+        self.assert_backend(self.call("/pizzashack/1.0.0/health"))
+        self.blocks([cond("USER", "bob"), cond("USER", "alice@carbon.super")],
+                    lambda: self.call(token=tok))
+        self.blocks([cond("USER", "alic"), cond("USER", "bob"),
+                     cond("API", "/root/v1")], lambda: self.call("/root/v1/x"))
+        self.assert_backend(self.call(token=tok))
+
+    # -- enabled ones only ---------------------------------------------------
+
+    def test_disabled_and_bad_conditions_block_nothing(self):
+        tok = self.token()
+        self.blocks([cond("IP", {"fixedIp": "127.0.0.1"}, status=False),
+                     cond("USER", "alice", status=False),
+                     cond("API", "/pizzashack/1.0.0", status=False),
+                     cond("APPLICATION", "alice:App1", status=False),
+                     cond("IP", {"fixedIp": "not-an-ip"}),
+                     cond("IPRANGE", {"startingIp": "::9", "endingIp": "::1"}),
+                     cond("IPRANGE", {"startingIp": "127.0.0.1"}),
+                     cond("USER", ""),
+                     cond("NOSUCH", "x"),
+                     cond("API", "/root/v1")],
+                    lambda: self.call("/root/v1/x"))
+        self.assert_backend(self.call(token=tok))
+        self.assert_backend(self.call(token=tok, v6=True))
+
+class AllInOneBlockTest(unittest.TestCase):
+
+    deploy_subscribe_token = gp.AllInOneGatewayTest.deploy_subscribe_token
+    start_backend = gp.AllInOneGatewayTest.start_backend
+
+    @classmethod
+    def setUpClass(cls):
+        gp.AllInOneGatewayTest.setUpClass.__func__(cls)
+
+    @classmethod
+    def tearDownClass(cls):
+        gp.AllInOneGatewayTest.tearDownClass.__func__(cls)
+
+    def wait_status(self, fn, status, timeout=10):
+        """Waits (generously) for fn() to answer status: the seconds it took."""
+        t0 = time.time()
+        last = None
+        while time.time() - t0 < timeout:
+            last = fn()
+            if last[0] == status:
+                return time.time() - t0, last
+            time.sleep(0.02)
+        self.fail("still %r after %ss, wanted %d" % (last, timeout, status))
+
+    def test_deny_policy_blocks_and_lifts(self):
+        backend = self.start_backend()
+        name, token = self.deploy_subscribe_token({
+            "endpoint_type": "http",
+            "production_endpoints": {"url": "http://127.0.0.1:%d/be"
+                                            % backend.server_port}}, "GwBlock")
+        path = "/%s/1.0.0/items" % name.lower()
+        auth = {"Authorization": "Bearer " + token}
+
+        def call():
+            return gp.get(self.gw_port, path, auth)
+
+        self.wait_status(call, 200, 15)
+        c = self.srv.client()
+        took = {}
+
+        # the API
+        r = c.post(DENY, json={"conditionType": "API",
+                               "conditionValue": "/%s/1.0.0" % name.lower(),
+                               "conditionStatus": True})
+        self.assertEqual(r.status, 201, r.text)
+        cid = r.json["conditionId"]
+        took["api added"], res = self.wait_status(call, 429)
+        self.assertEqual(res[1]["code"], "900805", res)
+        r = c.patch(DENY1 + cid, json={"conditionStatus": False})
+        self.assertEqual(r.status, 200, r.text)
+        took["api disabled"], _ = self.wait_status(call, 200)
+        r = c.patch(DENY1 + cid, json={"conditionStatus": True})
+        self.assertEqual(r.status, 200, r.text)
+        took["api enabled"], _ = self.wait_status(call, 429)
+        r = c.delete(DENY1 + cid)
+        self.assertIn(r.status, (200, 204), r.text)
+        took["api deleted"], _ = self.wait_status(call, 200)
+
+        # the user (a client_credentials token's sub: the application's owner)
+        r = c.post(DENY, json={"conditionType": "USER", "conditionValue": "admin",
+                               "conditionStatus": True})
+        self.assertEqual(r.status, 201, r.text)
+        cid = r.json["conditionId"]
+        took["user added"], res = self.wait_status(call, 429)
+        self.assertEqual(res[1]["code"], "900805", res)
+        r = c.delete(DENY1 + cid)
+        self.assertIn(r.status, (200, 204), r.text)
+        took["user deleted"], _ = self.wait_status(call, 200)
+
+        # the client's address
+        r = c.post(DENY, json={"conditionType": "IPRANGE",
+                               "conditionValue": {"startingIp": "127.0.0.1",
+                                                  "endingIp": "127.0.0.9",
+                                                  "invert": False},
+                               "conditionStatus": True})
+        self.assertEqual(r.status, 201, r.text)
+        cid = r.json["conditionId"]
+        took["iprange added"], res = self.wait_status(
+            lambda: gp.get(self.gw_port, "/nope/v1/x"), 429)
+        self.assertEqual(res[1]["code"], "900805", res)
+        r = c.delete(DENY1 + cid)
+        self.assertIn(r.status, (200, 204), r.text)
+        took["iprange deleted"], _ = self.wait_status(call, 200)
+        print("\n  deny policy -> gateway: " + ", ".join(
+            "%s %.0f ms" % (k, v * 1000) for k, v in took.items()))
+
+if __name__ == "__main__":
+    unittest.main()
