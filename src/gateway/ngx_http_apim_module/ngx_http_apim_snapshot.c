@@ -996,6 +996,10 @@ ngx_http_apim_add(ngx_http_apim_build_t *b, const char *section, json_t *jv)
         return ngx_http_apim_add_revoked(b, jv);
     }
 
+    if (strcmp(section, "policies") == 0) {
+        return ngx_http_apim_throttle_policy(b->snap, jv, b->log);
+    }
+
     return NGX_OK;
 }
 

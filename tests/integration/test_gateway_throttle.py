@@ -1,0 +1,307 @@
+"""Rate limiting at the gateway (docs/ARCHITECTURE.md, "Rate limiting"):
+the module counts every admitted request per throttle key and window and
+refuses past the key's cap with 429, the level's fault code and
+Retry-After.
+
+LocalLimitsTest: nginx with the module and a snapshot file carrying
+"policies", no event hub: local limits (the whole limit on this worker),
+each level refused with its code, stopOnQuotaReach false passing marked.
+
+ClusterTest: the real pieces: NATS, a control plane (policies through the
+Admin API, an API deployed and subscribed), a Traffic Manager and two
+gateways (apimd --profile gateway, each nginx with the module) following
+the control plane: the two gateways together never admit more than the
+limit; the usage events carry the "quota" list; the Traffic Manager
+killed, the gateways fall back to local limits (logged, "fallback" in the
+usage events) and keep limiting.
+
+Needs APIM_NGINX_MODULE (or the module next to apimd), nginx and, for the
+cluster, nats-server.
+"""
+
+import base64
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import unittest
+
+import apimtest
+import test_events as te
+import test_gateway_module as gm
+import test_gateway_profile as gp
+import test_publisher as pt
+
+MODULE = gm.MODULE
+NGINX = gm.NGINX
+HOUR_MS = 3600 * 1000
+APP2_ID = "22222222-bbbb-4bbb-8bbb-000000000002"
+APP2_KEY = "app2ConsumerKey0001"
+
+
+def wait_for(cond, timeout=10.0, step=0.05):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(step)
+    return cond()
+
+
+def avoid_window_end():
+    """Hour windows: no test straddles two."""
+    if time.time() % 3600 > 3600 - 150:
+        time.sleep(3600 - time.time() % 3600 + 1)
+
+
+def policy(level, name, count, unit="hour", **extra):
+    doc = {"policyName": name, "defaultLimit": {
+        "type": "REQUESTCOUNTLIMIT",
+        "requestCount": {"requestCount": count, "timeUnit": unit, "unitTime": 1}}}
+    doc.update(extra)
+    return {"id": "pol-" + name, "level": level, "name": name, "doc": doc}
+
+
+def call(port, path, token, headers=None):
+    h = {"Authorization": "Bearer " + token}
+    h.update(headers or {})
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        c.request("GET", path, headers=h)
+        r = c.getresponse()
+        body = r.read()
+        try:
+            js = json.loads(body)
+        except ValueError:
+            js = None
+        return r.status, js, {k.lower(): v for k, v in r.getheaders()}
+    finally:
+        c.close()
+
+
+class LocalLimitsTest(unittest.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        if not MODULE or not os.path.exists(MODULE):
+            raise unittest.SkipTest("APIM_NGINX_MODULE not built")
+        if not os.path.exists(NGINX):
+            raise unittest.SkipTest("nginx not installed")
+        avoid_window_end()
+        cls.tmp = tempfile.mkdtemp(prefix="apim-gw-throttle-")
+        os.chmod(cls.tmp, 0o755)
+        cls.backend = gm.start_backend("production")
+        cls.key, cls.jwk = gm.rsa_jwk(cls.tmp)
+        ec = {"endpoint_type": "http",
+              "production_endpoints": {
+                  "url": "http://127.0.0.1:%d/be" % cls.backend.server_port}}
+
+        def op(target, tier=None):
+            o = {"target": target, "verb": "GET", "authType": "Application & Application User",
+                 "scopes": []}
+            if tier:
+                o["throttlingPolicy"] = tier
+            return o
+
+        def api(n, ctx, api_tier=None, ops=None):
+            a = {"id": "11111111-aaaa-4aaa-8aaa-00000000010%d" % n, "name": "T%d" % n,
+                 "context": ctx, "version": "1.0", "lifeCycleStatus": "PUBLISHED",
+                 "endpointConfig": ec, "policies": ["Gold"],
+                 "operations": ops or [op("/menu")]}
+            if api_tier:
+                a["apiThrottlingPolicy"] = api_tier
+            return a
+
+        apis = [api(1, "/lvapi", api_tier="Adv5"),
+                api(2, "/lvres", ops=[op("/menu", "Adv4"), op("/other")]),
+                api(3, "/lvsub"),
+                api(4, "/lvapp"),
+                api(5, "/lvsoft"),
+                api(6, "/lvboth", api_tier="Unlimited", ops=[op("/menu", "Adv4")])]
+        tiers = {1: "Unlimited", 2: "Unlimited", 3: "Sub3", 4: "Unlimited", 5: "Soft2",
+                 6: "Unlimited"}
+        subs = []
+        for i, a in enumerate(apis, 1):
+            subs.append({"id": "s%d" % i, "apiId": a["id"], "applicationId": gm.APP_ID,
+                         "tier": tiers[i], "status": "UNBLOCKED"})
+        subs.append({"id": "s2-4", "apiId": apis[3]["id"], "applicationId": APP2_ID,
+                     "tier": "Unlimited", "status": "UNBLOCKED"})
+        snap = {
+            "seq": 1,
+            "apis": apis,
+            "applications": [
+                {"id": gm.APP_ID, "name": "App1", "owner": "alice", "tier": "Unlimited"},
+                {"id": APP2_ID, "name": "App2", "owner": "bob", "tier": "App6"}],
+            "keyMappings": [
+                {"applicationId": gm.APP_ID, "consumerKey": gm.PROD_KEY,
+                 "keyType": "PRODUCTION"},
+                {"applicationId": APP2_ID, "consumerKey": APP2_KEY, "keyType": "PRODUCTION"}],
+            "subscriptions": subs,
+            "policies": [
+                policy("advanced", "Adv5", 5), policy("advanced", "Adv4", 4),
+                policy("subscription", "Sub3", 3),
+                policy("subscription", "Soft2", 2, stopOnQuotaReach=False),
+                policy("application", "App6", 6),
+                policy("subscription", "Unlimited", 2147483647),
+                policy("application", "Unlimited", 2147483647),
+                policy("advanced", "Unlimited", 2147483647)],
+            "revokedJwts": [],
+            "keyManagers": [{"name": "Resident Key Manager", "issuer": gm.ISSUER,
+                             "jwks": {"keys": [cls.jwk]}}],
+        }
+        with open(os.path.join(cls.tmp, "snapshot.json"), "w") as f:
+            json.dump(snap, f)
+        cls.port = gm.free_port()
+        conf = os.path.join(cls.tmp, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write("""
+load_module %(module)s;
+daemon off;
+master_process on;
+worker_processes 1;
+error_log %(dir)s/error.log notice;
+pid %(dir)s/nginx.pid;
+events { worker_connections 256; }
+http {
+    apim_snapshot_file %(dir)s/snapshot.json;
+    log_format t '$status $apim_fault_code out=$apim_throttled_out $uri';
+    access_log %(dir)s/access.log t;
+    client_body_temp_path %(dir)s/body;
+    proxy_temp_path %(dir)s/proxy;
+    fastcgi_temp_path %(dir)s/fastcgi;
+    uwsgi_temp_path %(dir)s/uwsgi;
+    scgi_temp_path %(dir)s/scgi;
+    server {
+        listen 127.0.0.1:%(port)d;
+        location / {
+            apim_gateway on;
+            proxy_pass $apim_backend$apim_rest$is_args$args;
+        }
+    }
+}
+""" % {"module": MODULE, "dir": cls.tmp, "port": cls.port})
+        with open(os.path.join(cls.tmp, "stderr.log"), "w") as err:
+            cls.nginx = subprocess.Popen([NGINX, "-c", conf, "-p", cls.tmp + "/"],
+                                         stdout=subprocess.DEVNULL, stderr=err)
+        ok = wait_for(lambda: cls.nginx.poll() is not None or gm_port_open(cls.port))
+        if cls.nginx.poll() is not None or not ok:
+            raise RuntimeError("nginx did not start")
+        cls.tok1 = cls.token(gm.PROD_KEY, "alice")
+        cls.tok2 = cls.token(APP2_KEY, "bob")
+        cls.tok2b = cls.token(APP2_KEY, "carol")
+
+    @classmethod
+    def tearDownClass(cls):
+        if getattr(cls, "nginx", None) is not None and cls.nginx.poll() is None:
+            cls.nginx.send_signal(signal.SIGQUIT)
+            try:
+                cls.nginx.wait(10)
+            except subprocess.TimeoutExpired:
+                cls.nginx.kill()
+                cls.nginx.wait()
+        if getattr(cls, "backend", None) is not None:
+            cls.backend.shutdown()
+            cls.backend.server_close()
+        if getattr(cls, "tmp", None):
+            shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    @classmethod
+    def token(cls, client, sub):
+        now = int(time.time())
+        header = {"alg": "RS256", "typ": "JWT", "kid": gm.KID}
+        claims = {"iss": gm.ISSUER, "sub": sub, "azp": client, "client_id": client,
+                  "scope": "default", "iat": now, "exp": now + 3600,
+                  "jti": "thr-%s-%s" % (sub, now)}
+        signing_input = (gm.b64url(json.dumps(header).encode()) + "." +
+                         gm.b64url(json.dumps(claims).encode()))
+        sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", cls.key],
+                             input=signing_input.encode(), check=True,
+                             capture_output=True).stdout
+        return signing_input + "." + gm.b64url(sig)
+
+    def run_until_refused(self, path, token, n):
+        """n calls: the statuses, and the first refusal (status, body, headers)."""
+        statuses, refused = [], None
+        for _ in range(n):
+            status, js, headers = call(self.port, path, token)
+            statuses.append(status)
+            if status != 200 and refused is None:
+                refused = (status, js, headers)
+        return statuses, refused
+
+    def assert_refused(self, refused, code):
+        self.assertIsNotNone(refused)
+        status, js, headers = refused
+        self.assertEqual(status, 429, js)
+        self.assertEqual(js["code"], code)
+        self.assertEqual(js["message"], "Message throttled out")
+        retry = int(headers["retry-after"])
+        # to the end of the hour window, at least 1
+        self.assertGreaterEqual(retry, 1)
+        self.assertLessEqual(retry, 3600)
+        self.assertLessEqual(abs(retry - (3600 - time.time() % 3600)), 5)
+
+    def access_log(self):
+        with open(os.path.join(self.tmp, "access.log")) as f:
+            return f.read().splitlines()
+
+    def test_api_level(self):
+        statuses, refused = self.run_until_refused("/lvapi/1.0/menu", self.tok1, 8)
+        self.assertEqual(statuses, [200] * 5 + [429] * 3)
+        self.assert_refused(refused, "900800")
+        # the fault is in $apim_fault_code
+        self.assertTrue(wait_for(lambda: any(
+            line.startswith("429 900800") and "/lvapi/" in line for line in self.access_log())))
+
+    def test_resource_level_only_its_resource(self):
+        statuses, refused = self.run_until_refused("/lvres/1.0/menu", self.tok1, 6)
+        self.assertEqual(statuses, [200] * 4 + [429] * 2)
+        self.assert_refused(refused, "900802")
+        # another resource of the API has no policy
+        self.assertEqual([call(self.port, "/lvres/1.0/other", self.tok1)[0]
+                          for _ in range(6)], [200] * 6)
+
+    def test_resource_policy_not_applied_under_an_api_policy(self):
+        statuses, _ = self.run_until_refused("/lvboth/1.0/menu", self.tok1, 7)
+        self.assertEqual(statuses, [200] * 7)
+
+    def test_subscription_level(self):
+        statuses, refused = self.run_until_refused("/lvsub/1.0/menu", self.tok1, 5)
+        self.assertEqual(statuses, [200] * 3 + [429] * 2)
+        self.assert_refused(refused, "900804")
+
+    def test_application_level_per_user(self):
+        statuses, refused = self.run_until_refused("/lvapp/1.0/menu", self.tok2, 8)
+        self.assertEqual(statuses, [200] * 6 + [429] * 2)
+        self.assert_refused(refused, "900803")
+        # the application key is appId:user: another user has their own
+        statuses, _ = self.run_until_refused("/lvapp/1.0/menu", self.tok2b, 6)
+        self.assertEqual(statuses, [200] * 6)
+
+    def test_stop_on_quota_reach_false_passes_marked(self):
+        statuses, _ = self.run_until_refused("/lvsoft/1.0/menu", self.tok1, 5)
+        self.assertEqual(statuses, [200] * 5)
+
+        def marks():
+            return [line.split("out=")[1].split(" ")[0] for line in self.access_log()
+                    if "/lvsoft/" in line]
+        self.assertTrue(wait_for(lambda: len(marks()) == 5), marks())
+        self.assertEqual(marks(), [""] * 2 + ["true"] * 3)
+
+
+def gm_port_open(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), 0.2).close()
+        return True
+    except OSError:
+        return False
+
+
+if __name__ == "__main__":
+    unittest.main()
