@@ -36,6 +36,7 @@ import test_events as te
 import test_gateway_module as gm
 import test_gateway_profile as gp
 import test_publisher as pt
+import test_traffic_manager as tm_test
 
 MODULE = gm.MODULE
 NGINX = gm.NGINX
@@ -293,6 +294,196 @@ http {
                     if "/lvsoft/" in line]
         self.assertTrue(wait_for(lambda: len(marks()) == 5), marks())
         self.assertEqual(marks(), [""] * 2 + ["true"] * 3)
+
+
+CRED = "thr-cred-" + base64.b32encode(os.urandom(10)).decode().lower()
+SUB_POLICIES = "/api/am/admin/v4/throttling/policies/subscription"
+LIMIT = 20
+
+
+@unittest.skipUnless(te.HAVE_NATS, "nats-server not installed")
+class ClusterTest(unittest.TestCase):
+    """Tests run in order (test_1..., test_2...): the last kills the
+    Traffic Manager."""
+
+    @classmethod
+    def setUpClass(cls):
+        gp.skip_without_gateway()
+        avoid_window_end()
+        cls.nats = te.NatsServer().start()
+        cls.bus = tm_test.Nats(cls.nats.port)
+        cls.cp = apimtest.ApimServer(profile="control-plane", conf={
+            "event_hub": {"url": cls.nats.url}, "gateway": {"credential": CRED}})
+        cls.cp.start()
+        c = cls.cp.client()
+        r = c.post(SUB_POLICIES, json={
+            "policyName": "Thr20PerHour", "defaultLimit": {
+                "type": "REQUESTCOUNTLIMIT",
+                "requestCount": {"requestCount": LIMIT, "timeUnit": "hour", "unitTime": 1}}})
+        assert r.status == 201, r.text
+        cls.backend = gm.start_backend("production")
+        cls.name = pt.uniq("ThrApi")
+        api = pt.create_api(unittest.TestCase(), c, name=cls.name, policies=["Thr20PerHour", "Unlimited"],
+                            endpointConfig={"endpoint_type": "http", "production_endpoints": {
+                                "url": "http://127.0.0.1:%d/be" % cls.backend.server_port}})
+        cls.api_id = api["id"]
+        r = c.post(pt.APIS + "/%s/revisions" % api["id"], json={"description": "r1"})
+        assert r.status == 201, r.text
+        r = c.post(pt.APIS + "/%s/deploy-revision" % api["id"],
+                   query={"revisionId": r.json["id"]}, json=gp.DEFAULT_ENV)
+        assert r.status == 201, r.text
+        r = c.post(pt.PUB + "/apis/change-lifecycle",
+                   query={"apiId": api["id"], "action": "Publish"})
+        assert r.status == 200, r.text
+        cls.apps = [cls.subscribed_app(c) for _ in range(2)]
+        cls.tm = cls.start_tm()
+        extra = {"event_hub": {"url": cls.nats.url},
+                 "gateway": {"control_plane_url": cls.cp.base_url, "credential": CRED}}
+        cls.gws = [gp.GatewayProc(extra).start(), gp.GatewayProc(extra).start()]
+        cls.path = "/%s/1.0.0/items" % cls.name.lower()
+        # both gateways serve the API (a bad token: nothing counted)
+        for g in cls.gws:
+            ok = wait_for(lambda: call(g.port, cls.path, "not-a-token")[0] == 401, 20, 0.1)
+            assert ok, "gateway %d does not serve the API" % g.port
+
+    @classmethod
+    def subscribed_app(cls, c):
+        r = c.post(gp.DP + "/applications", json={"name": pt.uniq("ThrApp"),
+                                                  "throttlingPolicy": "Unlimited"})
+        assert r.status == 201, r.text
+        app = r.json
+        r = c.post(gp.DP + "/subscriptions", json={"applicationId": app["applicationId"],
+                                                   "apiId": cls.api_id,
+                                                   "throttlingPolicy": "Thr20PerHour"})
+        assert r.status == 201, r.text
+        r = c.post(gp.DP + "/applications/%s/generate-keys" % app["applicationId"], json={
+            "keyType": "PRODUCTION", "grantTypesToBeSupported": ["client_credentials"],
+            "callbackUrl": "", "scopes": [], "validityTime": 3600})
+        assert r.status == 200, r.text
+        keys = r.json
+        r = cls.cp.client(None).post(
+            "/oauth2/token", data="grant_type=client_credentials", content_type=gp.FORM,
+            headers={"Authorization": gp.basic(keys["consumerKey"], keys["consumerSecret"])})
+        assert r.status == 200, r.text
+        return app["applicationId"], r.json["access_token"]
+
+    @classmethod
+    def start_tm(cls):
+        tm = apimtest.ApimServer(profile="traffic-manager", conf={
+            "event_hub": {"url": cls.nats.url},
+            "gateway": {"control_plane_url": cls.cp.base_url, "credential": CRED}})
+        tm.start(wait=False)
+        ok = wait_for(lambda: "rate-limit policies (" in tm.stderr_this_run() or
+                      not tm.running(), 20)
+        assert ok and tm.running(), tm.stderr_tail()
+        return tm
+
+    @classmethod
+    def tearDownClass(cls):
+        for g in getattr(cls, "gws", []):
+            g.close()
+        tm = getattr(cls, "tm", None)
+        if tm is not None and tm.running():
+            tm.stop()
+        if getattr(cls, "cp", None) is not None:
+            cls.cp.stop()
+        if getattr(cls, "bus", None) is not None:
+            cls.bus.close()
+        if getattr(cls, "nats", None) is not None:
+            cls.nats.stop()
+        if getattr(cls, "backend", None) is not None:
+            cls.backend.shutdown()
+            cls.backend.server_close()
+
+    def error_log(self, g):
+        try:
+            with open(os.path.join(g.home, "gateway", "error.log"), errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def parties(self):
+        beats = self.bus.since(0, "apim.throttle.tm")
+        return beats[-1]["parties"] if beats else 0
+
+    def drive(self, token, rounds):
+        """rounds calls to each gateway, alternating: ({port: 200s}, other
+        answers)."""
+        ok = {g.port: 0 for g in self.gws}
+        other = []
+        for _ in range(rounds):
+            for g in self.gws:
+                status, js, headers = call(g.port, self.path, token)
+                if status == 200:
+                    ok[g.port] += 1
+                else:
+                    other.append((status, js, headers.get("retry-after")))
+            time.sleep(0.02)
+        return ok, other
+
+    def assert_throttled(self, other):
+        self.assertTrue(other)
+        for status, js, retry in other:
+            self.assertEqual(status, 429, js)
+            self.assertEqual(js["code"], "900804")
+            self.assertGreaterEqual(int(retry), 1)
+
+    def test_1_two_gateways_stay_within_the_limit(self):
+        # both workers are live parties for the Traffic Manager
+        self.assertTrue(wait_for(lambda: self.parties() >= 2, 10), self.parties())
+        app_id, token = self.apps[0]
+        ok, other = self.drive(token, 2 * LIMIT)
+        total = sum(ok.values())
+        self.assertLessEqual(total, LIMIT, ok)
+        # at least the implicit allowances: floor(20 / (2 * 2)) each
+        self.assertGreaterEqual(total, LIMIT // 2, ok)
+        self.assert_throttled(other)
+        # more later: never over the limit
+        time.sleep(1)
+        more, other = self.drive(token, 10)
+        self.assertLessEqual(total + sum(more.values()), LIMIT, (ok, more))
+        self.assert_throttled(other)
+
+        # the usage events carried the counts of the subscription key
+        key = "%s:/%s:1.0.0" % (app_id, self.name.lower())
+        quota = [q for m in self.bus.since(0, "apim.throttle.usage")
+                 for q in m.get("quota", []) if q["key"] == key]
+        self.assertTrue(quota)
+        for q in quota:
+            self.assertEqual(q["level"], "subscription")
+            self.assertEqual(q["policy"], "Thr20PerHour")
+            self.assertEqual(q["windowStart"] % HOUR_MS, 0)
+        self.assertEqual(max(q["count"] for q in quota), max(ok.values()))
+        # the Traffic Manager granted allowances to these gateways' workers
+        grants = [g for d in self.bus.since(0, "apim.throttle.decisions")
+                  for g in d["grants"] if g["key"] == key]
+        self.assertTrue(grants)
+        self.assertLessEqual(sum({g["party"]: g["allowance"] for g in grants}.values()),
+                             LIMIT)
+
+    def test_2_traffic_manager_killed_local_limits(self):
+        self.assertTrue(wait_for(lambda: self.parties() >= 2, 10), self.parties())
+        n = self.parties()
+        type(self).tm._kill()   # SIGKILL: no clean shutdown
+        for g in self.gws:
+            self.assertTrue(wait_for(lambda: "no Traffic Manager heard" in self.error_log(g),
+                                     10), self.error_log(g))
+        app_id, token = self.apps[1]
+        ok, other = self.drive(token, LIMIT)
+        # each gateway admits the limit divided by the parties last heard of
+        self.assertEqual(sorted(ok.values()), [LIMIT // n] * 2, ok)
+        self.assert_throttled(other)
+        # and says so in its usage events
+        t0 = time.monotonic()
+        call(self.gws[0].port, self.path, token)
+        self.assertTrue(self.bus.wait_for(lambda s, b: s == "apim.throttle.usage" and
+                                          b.get("fallback") is True, 5, t0))
+
+        # a Traffic Manager again: back to allowances
+        type(self).tm = self.start_tm()
+        for g in self.gws:
+            self.assertTrue(wait_for(lambda: "Traffic Manager heard again" in self.error_log(g),
+                                     10), self.error_log(g))
 
 
 def gm_port_open(port):
