@@ -321,9 +321,14 @@ class ClusterTest(unittest.TestCase):
                 "type": "REQUESTCOUNTLIMIT",
                 "requestCount": {"requestCount": LIMIT, "timeUnit": "hour", "unitTime": 1}}})
         assert r.status == 201, r.text
+        r = c.post(SUB_POLICIES, json={
+            "policyName": "Thr4Soft", "stopOnQuotaReach": False, "defaultLimit": {
+                "type": "REQUESTCOUNTLIMIT",
+                "requestCount": {"requestCount": 4, "timeUnit": "hour", "unitTime": 1}}})
+        assert r.status == 201, r.text
         cls.backend = gm.start_backend("production")
         cls.name = pt.uniq("ThrApi")
-        api = pt.create_api(unittest.TestCase(), c, name=cls.name, policies=["Thr20PerHour", "Unlimited"],
+        api = pt.create_api(unittest.TestCase(), c, name=cls.name, policies=["Thr20PerHour", "Thr4Soft", "Unlimited"],
                             endpointConfig={"endpoint_type": "http", "production_endpoints": {
                                 "url": "http://127.0.0.1:%d/be" % cls.backend.server_port}})
         cls.api_id = api["id"]
@@ -336,6 +341,7 @@ class ClusterTest(unittest.TestCase):
                    query={"apiId": api["id"], "action": "Publish"})
         assert r.status == 200, r.text
         cls.apps = [cls.subscribed_app(c) for _ in range(2)]
+        cls.soft_app = cls.subscribed_app(c, "Thr4Soft")
         cls.tm = cls.start_tm()
         extra = {"event_hub": {"url": cls.nats.url},
                  "gateway": {"control_plane_url": cls.cp.base_url, "credential": CRED}}
@@ -347,14 +353,14 @@ class ClusterTest(unittest.TestCase):
             assert ok, "gateway %d does not serve the API" % g.port
 
     @classmethod
-    def subscribed_app(cls, c):
+    def subscribed_app(cls, c, tier="Thr20PerHour"):
         r = c.post(gp.DP + "/applications", json={"name": pt.uniq("ThrApp"),
                                                   "throttlingPolicy": "Unlimited"})
         assert r.status == 201, r.text
         app = r.json
         r = c.post(gp.DP + "/subscriptions", json={"applicationId": app["applicationId"],
                                                    "apiId": cls.api_id,
-                                                   "throttlingPolicy": "Thr20PerHour"})
+                                                   "throttlingPolicy": tier})
         assert r.status == 201, r.text
         r = c.post(gp.DP + "/applications/%s/generate-keys" % app["applicationId"], json={
             "keyType": "PRODUCTION", "grantTypesToBeSupported": ["client_credentials"],
@@ -427,6 +433,23 @@ class ClusterTest(unittest.TestCase):
             self.assertEqual(status, 429, js)
             self.assertEqual(js["code"], "900804")
             self.assertGreaterEqual(int(retry), 1)
+
+    def test_0_stop_on_quota_reach_false_passes_marked(self):
+        self.assertTrue(wait_for(lambda: self.parties() >= 2, 10), self.parties())
+        app_id, token = self.soft_app
+        t0 = time.monotonic()
+        ok, other = self.drive(token, 6)
+        self.assertEqual(other, [])
+        self.assertEqual(sum(ok.values()), 12)
+
+        # the usage entries count the requests that passed over the limit:
+        # at most the limit (4) passed unmarked
+        def marked():
+            return sum(e.get("throttledOut", 0)
+                       for m in self.bus.since(t0, "apim.throttle.usage")
+                       for e in m["entries"] if e["appId"] == app_id)
+        self.assertTrue(wait_for(lambda: marked() >= 12 - 4, 5), marked())
+        self.assertLessEqual(marked(), 12)
 
     def test_1_two_gateways_stay_within_the_limit(self):
         # both workers are live parties for the Traffic Manager

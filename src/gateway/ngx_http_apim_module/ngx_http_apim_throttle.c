@@ -947,7 +947,13 @@ ngx_http_apim_throttle_report(ngx_uint_t *fallback)
     for (i = 0; i < APIM_THROTTLE_SLOTS; i++) {
         e = &ngx_http_apim_tkeys[i];
 
-        if (e->klen == 0 || !e->dirty || e->policy[0] == '\0') {
+        if (e->klen == 0 || !e->dirty) {
+            continue;
+        }
+
+        if (e->policy[0] == '\0') {
+            /* known from a decision only: nothing counted to report */
+            e->dirty = 0;
             continue;
         }
 
