@@ -393,7 +393,7 @@ ngx_http_apim_tkey_window(ngx_http_apim_tkey_t *e, int64_t window_ms,
 /*
  * Keys whose window ended and that are not throttled any more go; the
  * others are inserted again (open addressing has no tombstones). The event
- * loop, when the table is over half full.
+ * loop, when the table is over half full, at most once a second.
  */
 static void
 ngx_http_apim_tkeys_sweep(int64_t now)
@@ -412,8 +412,9 @@ ngx_http_apim_tkeys_sweep(int64_t now)
     for (i = 0; i < APIM_THROTTLE_SLOTS; i++) {
         e = &ngx_http_apim_tkeys[i];
 
+        /* (an ended window's last count matters to no one) */
         if (e->klen && e->window_start + e->window_ms <= now
-            && e->until <= now && !e->dirty)
+            && e->until <= now)
         {
             e->klen = 0;
             ngx_http_apim_tkeys_used--;
@@ -541,6 +542,10 @@ ngx_http_apim_throttle_check(ngx_http_request_t *r, ngx_http_apim_ctx_t *ctx,
     now = ngx_http_apim_throttle_now();
     n = 0;
     ref.fault = NULL;
+
+    /* without an event hub no timer sweeps the table: at most once a
+     * second, here (no allocation, no lock) */
+    ngx_http_apim_tkeys_sweep(now);
     ref.retry_ms = 0;
 
     /* the API's policy, else the resource's: "/ctx:ver",
