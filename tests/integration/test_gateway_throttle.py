@@ -124,9 +124,39 @@ class LocalLimitsTest(unittest.TestCase):
                 api(3, "/lvsub"),
                 api(4, "/lvapp"),
                 api(5, "/lvsoft"),
-                api(6, "/lvboth", api_tier="Unlimited", ops=[op("/menu", "Adv4")])]
+                api(6, "/lvboth", api_tier="Unlimited", ops=[op("/menu", "Adv4")]),
+                api(7, "/lvcond", api_tier="AdvCond")]
         tiers = {1: "Unlimited", 2: "Unlimited", 3: "Sub3", 4: "Unlimited", 5: "Soft2",
-                 6: "Unlimited"}
+                 6: "Unlimited", 7: "Unlimited"}
+        def group(count, *conds):
+            return {"conditions": list(conds), "limit": {
+                "type": "REQUESTCOUNTLIMIT",
+                "requestCount": {"requestCount": count, "timeUnit": "hour", "unitTime": 1}}}
+
+        def ip(kind, invert=False, **kw):
+            c = {"ipConditionType": kind, "specificIP": None, "startingIP": None,
+                 "endingIP": None}
+            c.update(kw)
+            return {"type": "IPCONDITION", "invertCondition": invert, "ipCondition": c}
+
+        def header(name, value):
+            return {"type": "HEADERCONDITION", "invertCondition": False,
+                    "headerCondition": {"headerName": name, "headerValue": value}}
+
+        def query(name, value):
+            return {"type": "QUERYPARAMETERCONDITION", "invertCondition": False,
+                    "queryParameterCondition": {"parameterName": name,
+                                                "parameterValue": value}}
+
+        # conditional groups: the first that holds applies, else the default
+        cond_policy = policy("advanced", "AdvCond", 6, conditionalGroups=[
+            group(2, header("X-Tier", "gold")),
+            group(3, query("plan", "free")),
+            group(1, ip("IPSPECIFIC", invert=True, specificIP="10.9.9.9"),
+                  header("X-Inv", "yes")),
+            group(4, ip("IPRANGE", startingIP="127.0.0.0", endingIP="127.0.0.255"),
+                  query("r", "1")),
+            group(1, ip("IPSPECIFIC", specificIP="10.9.9.9"))])
         subs = []
         for i, a in enumerate(apis, 1):
             subs.append({"id": "s%d" % i, "apiId": a["id"], "applicationId": gm.APP_ID,
@@ -149,6 +179,7 @@ class LocalLimitsTest(unittest.TestCase):
                 policy("subscription", "Sub3", 3),
                 policy("subscription", "Soft2", 2, stopOnQuotaReach=False),
                 policy("application", "App6", 6),
+                cond_policy,
                 policy("subscription", "Unlimited", 2147483647),
                 policy("application", "Unlimited", 2147483647),
                 policy("advanced", "Unlimited", 2147483647)],
@@ -271,6 +302,26 @@ http {
     def test_resource_policy_not_applied_under_an_api_policy(self):
         statuses, _ = self.run_until_refused("/lvboth/1.0/menu", self.tok1, 7)
         self.assertEqual(statuses, [200] * 7)
+
+    def test_advanced_conditional_groups(self):
+        base = "/lvcond/1.0/menu"
+
+        def statuses(path, headers=None, n=8):
+            out = [call(self.port, path, self.tok1, headers) for _ in range(n)]
+            for status, js, _ in out:
+                if status != 200:
+                    self.assertEqual((status, js["code"]), (429, "900800"))
+            return [o[0] for o in out]
+        self.assertEqual(statuses(base, {"X-Tier": "gold"}), [200] * 2 + [429] * 6)
+        self.assertEqual(statuses(base + "?plan=free"), [200] * 3 + [429] * 5)
+        # an inverted IP condition (we are not 10.9.9.9) and a header
+        self.assertEqual(statuses(base, {"X-Inv": "yes"}), [200] + [429] * 7)
+        # an IP range and a query parameter
+        self.assertEqual(statuses(base + "?r=1"), [200] * 4 + [429] * 4)
+        # no group holds (the last one is for 10.9.9.9): the default limit,
+        # counted apart from the groups'
+        self.assertEqual(statuses(base + "?plan=paid", {"X-Tier": "silver"}),
+                         [200] * 6 + [429] * 2)
 
     def test_subscription_level(self):
         statuses, refused = self.run_until_refused("/lvsub/1.0/menu", self.tok1, 5)

@@ -49,6 +49,29 @@
 #define APIM_LEVEL_N              3
 
 
+/* one condition of an advanced policy's conditional group */
+#define APIM_COND_IP              0
+#define APIM_COND_HEADER          1
+#define APIM_COND_QUERY           2
+#define APIM_COND_JWT             3         /* not evaluated yet */
+
+typedef struct {
+    ngx_uint_t                  type;
+    ngx_uint_t                  invert;
+    ngx_str_t                   name;       /* header, query parameter */
+    ngx_str_t                   value;
+    u_char                      start[16];  /* IP: v4 as ::ffff:a.b.c.d */
+    u_char                      end[16];
+} ngx_http_apim_cond_t;
+
+typedef struct {
+    ngx_http_apim_cond_t       *conds;      /* all must match */
+    size_t                      nconds;
+    int64_t                     amount;     /* 0: unlimited */
+    int64_t                     window_ms;
+} ngx_http_apim_group_t;
+
+
 /* one limited policy of the snapshot */
 typedef struct ngx_http_apim_limit_s  ngx_http_apim_limit_t;
 
@@ -56,9 +79,12 @@ struct ngx_http_apim_limit_s {
     ngx_http_apim_limit_t      *next;
     ngx_uint_t                  level;
     const char                 *name;
-    int64_t                     amount;     /* requests per window */
+    int64_t                     amount;     /* requests per window; 0:
+                                               unlimited (groups only) */
     int64_t                     window_ms;
     ngx_uint_t                  stop;       /* stopOnQuotaReach */
+    ngx_http_apim_group_t      *groups;     /* advanced: conditional */
+    size_t                      ngroups;
 };
 
 
@@ -74,6 +100,7 @@ typedef struct {
     uint8_t                     level;
     uint8_t                     granted;    /* allowance came from a grant */
     uint8_t                     dirty;      /* changed since the last report */
+    int16_t                     group;      /* conditional group, or -1 */
     u_char                      key[APIM_THROTTLE_KEY_MAX];
     char                        policy[APIM_THROTTLE_POLICY_MAX];
     int64_t                     window_start;
@@ -209,14 +236,226 @@ ngx_http_apim_unit_ms(const char *unit)
 }
 
 
+/* a request count limit: *amount (0: unlimited or not a request count)
+ * and *window_ms */
+static void
+ngx_http_apim_limit_parse(json_t *lim, int64_t *amount, int64_t *window_ms)
+{
+    json_t      *rc;
+    int64_t      n, unit_ms, unit_time;
+    const char  *type;
+
+    *amount = 0;
+    *window_ms = 0;
+
+    /* request counts only; bandwidth limits are not counted yet */
+    type = ngx_http_apim_jstr(lim, "type");
+    if (type == NULL || ngx_strcmp(type, "REQUESTCOUNTLIMIT") != 0) {
+        return;
+    }
+
+    rc = json_object_get(lim, "requestCount");
+    n = json_integer_value(json_object_get(rc, "requestCount"));
+    unit_ms = ngx_http_apim_unit_ms(ngx_http_apim_jstr(rc, "timeUnit"));
+    unit_time = json_integer_value(json_object_get(rc, "unitTime"));
+
+    /* "Unlimited" (the reference stores 2147483647) is no limit */
+    if (n <= 0 || n >= INT32_MAX || unit_ms == 0 || unit_time <= 0
+        || unit_time > INT64_MAX / unit_ms)
+    {
+        return;
+    }
+
+    *amount = n;
+    *window_ms = unit_time * unit_ms;
+}
+
+
+/* an address as 16 bytes (IPv4 mapped); NGX_ERROR: not an address */
+static ngx_int_t
+ngx_http_apim_ip16(const char *text, u_char *out)
+{
+    size_t     len;
+    in_addr_t  a;
+
+    if (text == NULL) {
+        return NGX_ERROR;
+    }
+
+    len = ngx_strlen(text);
+    a = ngx_inet_addr((u_char *) text, len);
+
+    if (a != INADDR_NONE) {
+        ngx_memzero(out, 10);
+        out[10] = 0xff;
+        out[11] = 0xff;
+        ngx_memcpy(out + 12, &a, 4);
+        return NGX_OK;
+    }
+
+#if (NGX_HAVE_INET6)
+    return ngx_inet6_addr((u_char *) text, len, out);
+#else
+    return NGX_ERROR;
+#endif
+}
+
+
+static ngx_int_t
+ngx_http_apim_cond_build(ngx_http_apim_snap_t *s, json_t *jc,
+    ngx_http_apim_cond_t *c)
+{
+    json_t      *o;
+    const char  *type, *name, *value;
+
+    type = ngx_http_apim_jstr(jc, "type");
+    c->invert = json_is_true(json_object_get(jc, "invertCondition"));
+    name = NULL;
+    value = NULL;
+
+    if (type == NULL) {
+        return NGX_DECLINED;
+    }
+
+    if (ngx_strcmp(type, "IPCONDITION") == 0) {
+        o = json_object_get(jc, "ipCondition");
+        c->type = APIM_COND_IP;
+        if (ngx_strcmp(ngx_http_apim_jstr(o, "ipConditionType") ?
+                       ngx_http_apim_jstr(o, "ipConditionType") : "",
+                       "IPSPECIFIC") == 0)
+        {
+            if (ngx_http_apim_ip16(ngx_http_apim_jstr(o, "specificIP"),
+                                   c->start) != NGX_OK)
+            {
+                return NGX_DECLINED;
+            }
+            ngx_memcpy(c->end, c->start, 16);
+            return NGX_OK;
+        }
+
+        if (ngx_http_apim_ip16(ngx_http_apim_jstr(o, "startingIP"), c->start)
+            != NGX_OK
+            || ngx_http_apim_ip16(ngx_http_apim_jstr(o, "endingIP"), c->end)
+               != NGX_OK)
+        {
+            return NGX_DECLINED;
+        }
+        return NGX_OK;
+    }
+
+    if (ngx_strcmp(type, "HEADERCONDITION") == 0) {
+        o = json_object_get(jc, "headerCondition");
+        c->type = APIM_COND_HEADER;
+        name = ngx_http_apim_jstr(o, "headerName");
+        value = ngx_http_apim_jstr(o, "headerValue");
+
+    } else if (ngx_strcmp(type, "QUERYPARAMETERCONDITION") == 0) {
+        o = json_object_get(jc, "queryParameterCondition");
+        c->type = APIM_COND_QUERY;
+        name = ngx_http_apim_jstr(o, "parameterName");
+        value = ngx_http_apim_jstr(o, "parameterValue");
+
+    } else if (ngx_strcmp(type, "JWTCLAIMSCONDITION") == 0) {
+        o = json_object_get(jc, "jwtClaimsCondition");
+        c->type = APIM_COND_JWT;
+        name = ngx_http_apim_jstr(o, "claimUrl");
+        value = ngx_http_apim_jstr(o, "attribute");
+
+    } else {
+        return NGX_DECLINED;
+    }
+
+    if (name == NULL || value == NULL) {
+        return NGX_DECLINED;
+    }
+
+    c->name.data = ngx_http_apim_strdup(s, name);
+    c->value.data = ngx_http_apim_strdup(s, value);
+    if (c->name.data == NULL || c->value.data == NULL) {
+        return NGX_ERROR;
+    }
+    c->name.len = ngx_strlen(name);
+    c->value.len = ngx_strlen(value);
+
+    return NGX_OK;
+}
+
+
+/* an advanced policy's conditional groups; NGX_ERROR: out of memory */
+static ngx_int_t
+ngx_http_apim_groups_build(ngx_http_apim_snap_t *s, ngx_http_apim_limit_t *l,
+    json_t *groups, ngx_log_t *log)
+{
+    size_t                  i, j, n;
+    json_t                 *jg, *conds, *jc;
+    ngx_int_t               rc;
+    ngx_http_apim_group_t  *g;
+
+    n = json_array_size(groups);
+    if (n == 0 || n > 64) {
+        return NGX_OK;
+    }
+
+    l->groups = ngx_http_apim_alloc(s, n * sizeof(ngx_http_apim_group_t));
+    if (l->groups == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(l->groups, n * sizeof(ngx_http_apim_group_t));
+    l->ngroups = n;
+
+    json_array_foreach(groups, i, jg) {
+        g = &l->groups[i];
+        conds = json_object_get(jg, "conditions");
+
+        ngx_http_apim_limit_parse(json_object_get(jg, "limit"), &g->amount,
+                                  &g->window_ms);
+
+        if (g->amount == 0 || json_array_size(conds) == 0
+            || json_array_size(conds) > 64)
+        {
+            g->amount = 0;
+            continue;
+        }
+
+        g->conds = ngx_http_apim_alloc(s, json_array_size(conds)
+                                          * sizeof(ngx_http_apim_cond_t));
+        if (g->conds == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memzero(g->conds,
+                    json_array_size(conds) * sizeof(ngx_http_apim_cond_t));
+
+        json_array_foreach(conds, j, jc) {
+            rc = ngx_http_apim_cond_build(s, jc, &g->conds[j]);
+            if (rc == NGX_ERROR) {
+                return NGX_ERROR;
+            }
+            if (rc == NGX_DECLINED) {
+                ngx_log_error(NGX_LOG_WARN, log, 0,
+                              "apim: policy \"%s\": unreadable condition "
+                              "ignored (group %uz never applies)", l->name, i);
+                g->amount = 0;
+                break;
+            }
+        }
+
+        g->nconds = json_array_size(conds);
+    }
+
+    return NGX_OK;
+}
+
+
 ngx_int_t
 ngx_http_apim_throttle_policy(ngx_http_apim_snap_t *s, json_t *pol,
     ngx_log_t *log)
 {
-    json_t                 *doc, *lim, *rc;
-    int64_t                 amount, unit_ms, unit_time;
+    json_t                 *doc, *groups;
+    int64_t                 amount, window_ms;
     ngx_uint_t              level, h;
-    const char             *lv, *name, *type;
+    const char             *lv, *name;
     ngx_http_apim_limit_t  *l;
 
     lv = ngx_http_apim_jstr(pol, "level");
@@ -239,23 +478,12 @@ ngx_http_apim_throttle_policy(ngx_http_apim_snap_t *s, json_t *pol,
         return NGX_OK;      /* custom policies: not yet */
     }
 
-    /* request counts only; bandwidth limits are not counted yet */
-    lim = json_object_get(doc, "defaultLimit");
-    type = ngx_http_apim_jstr(lim, "type");
+    ngx_http_apim_limit_parse(json_object_get(doc, "defaultLimit"), &amount,
+                              &window_ms);
+    groups = (level == APIM_LEVEL_ADVANCED)
+             ? json_object_get(doc, "conditionalGroups") : NULL;
 
-    if (type == NULL || ngx_strcmp(type, "REQUESTCOUNTLIMIT") != 0) {
-        return NGX_OK;
-    }
-
-    rc = json_object_get(lim, "requestCount");
-    amount = json_integer_value(json_object_get(rc, "requestCount"));
-    unit_ms = ngx_http_apim_unit_ms(ngx_http_apim_jstr(rc, "timeUnit"));
-    unit_time = json_integer_value(json_object_get(rc, "unitTime"));
-
-    /* "Unlimited" (the reference stores 2147483647) is no limit */
-    if (amount <= 0 || amount >= INT32_MAX || unit_ms == 0 || unit_time <= 0
-        || unit_time > INT64_MAX / unit_ms)
-    {
+    if (amount == 0 && json_array_size(groups) == 0) {
         return NGX_OK;
     }
 
@@ -279,8 +507,12 @@ ngx_http_apim_throttle_policy(ngx_http_apim_snap_t *s, json_t *pol,
 
     l->level = level;
     l->amount = amount;
-    l->window_ms = unit_time * unit_ms;
+    l->window_ms = window_ms;
     l->stop = !json_is_false(json_object_get(doc, "stopOnQuotaReach"));
+
+    if (ngx_http_apim_groups_build(s, l, groups, log) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
     h = (ngx_hash_key((u_char *) name, ngx_strlen(name)) + level)
         % APIM_THROTTLE_BUCKETS;
@@ -355,6 +587,7 @@ ngx_http_apim_tkey_find(const u_char *key, size_t len, ngx_uint_t create)
             ngx_memzero(e, sizeof(ngx_http_apim_tkey_t));
             e->hash = hash;
             e->klen = (uint16_t) len;
+            e->group = -1;
             ngx_memcpy(e->key, key, len);
             ngx_http_apim_tkeys_used++;
             return e;
@@ -454,9 +687,125 @@ ngx_http_apim_tkeys_sweep(int64_t now)
 typedef struct {
     ngx_http_apim_tkey_t           *e;
     const ngx_http_apim_limit_t    *l;
-    const ngx_http_apim_fault_t    *fault;
+    int64_t                         amount;
+    ngx_int_t                       group;
     ngx_uint_t                      over;
 } ngx_http_apim_tcheck_t;
+
+
+/* 1: the condition holds for r, 0: not, 2: cannot tell (JWT claims) */
+static ngx_uint_t
+ngx_http_apim_cond_match(ngx_http_request_t *r, const ngx_http_apim_cond_t *c)
+{
+    u_char               addr[16];
+    ngx_str_t            v;
+    ngx_uint_t           i, m;
+    ngx_list_part_t     *part;
+    ngx_table_elt_t     *h;
+    struct sockaddr_in  *sin;
+#if (NGX_HAVE_INET6)
+    struct sockaddr_in6 *sin6;
+#endif
+
+    m = 0;
+
+    switch (c->type) {
+
+    case APIM_COND_IP:
+        switch (r->connection->sockaddr->sa_family) {
+
+        case AF_INET:
+            sin = (struct sockaddr_in *) r->connection->sockaddr;
+            ngx_memzero(addr, 10);
+            addr[10] = 0xff;
+            addr[11] = 0xff;
+            ngx_memcpy(addr + 12, &sin->sin_addr, 4);
+            break;
+
+#if (NGX_HAVE_INET6)
+        case AF_INET6:
+            sin6 = (struct sockaddr_in6 *) r->connection->sockaddr;
+            ngx_memcpy(addr, &sin6->sin6_addr, 16);
+            break;
+#endif
+
+        default:
+            return c->invert;
+        }
+
+        m = ngx_memcmp(addr, c->start, 16) >= 0
+            && ngx_memcmp(addr, c->end, 16) <= 0;
+        break;
+
+    case APIM_COND_HEADER:
+        part = &r->headers_in.headers.part;
+        h = part->elts;
+
+        for (i = 0; /* void */ ; i++) {
+            if (i >= part->nelts) {
+                if (part->next == NULL) {
+                    break;
+                }
+                part = part->next;
+                h = part->elts;
+                i = 0;
+            }
+
+            if (h[i].key.len == c->name.len
+                && ngx_strncasecmp(h[i].key.data, c->name.data, c->name.len)
+                   == 0
+                && h[i].value.len == c->value.len
+                && ngx_strncmp(h[i].value.data, c->value.data, c->value.len)
+                   == 0)
+            {
+                m = 1;
+                break;
+            }
+        }
+        break;
+
+    case APIM_COND_QUERY:
+        m = ngx_http_arg(r, c->name.data, c->name.len, &v) == NGX_OK
+            && v.len == c->value.len
+            && ngx_strncmp(v.data, c->value.data, v.len) == 0;
+        break;
+
+    default:
+        return 2;
+    }
+
+    return m ^ c->invert;
+}
+
+
+/* the first conditional group of l whose conditions all hold, or -1 */
+static ngx_int_t
+ngx_http_apim_group_match(ngx_http_request_t *r,
+    const ngx_http_apim_limit_t *l)
+{
+    size_t                        i, j;
+    const ngx_http_apim_group_t  *g;
+
+    for (i = 0; i < l->ngroups; i++) {
+        g = &l->groups[i];
+
+        if (g->amount == 0) {
+            continue;
+        }
+
+        for (j = 0; j < g->nconds; j++) {
+            if (ngx_http_apim_cond_match(r, &g->conds[j]) != 1) {
+                break;
+            }
+        }
+
+        if (j == g->nconds) {
+            return (ngx_int_t) i;
+        }
+    }
+
+    return -1;
+}
 
 
 static int64_t
@@ -479,32 +828,62 @@ ngx_http_apim_cap(const ngx_http_apim_tkey_t *e, int64_t limit)
 }
 
 
-/* one key: *c set; 1: over its cap (or throttled), 0: within */
+/*
+ * One key: *c set; 1: over its cap (or throttled), 0: within. An advanced
+ * policy's conditional group that holds for r applies instead of the
+ * default limit, on the key "<key>_condition_<index>" (len: room for it in
+ * key).
+ */
 static ngx_uint_t
-ngx_http_apim_tkey_check(ngx_http_apim_tcheck_t *c, const u_char *key,
-    size_t len, const ngx_http_apim_limit_t *l,
+ngx_http_apim_tkey_check(ngx_http_request_t *r, ngx_http_apim_tcheck_t *c,
+    u_char *key, size_t len, const ngx_http_apim_limit_t *l,
     const ngx_http_apim_fault_t *fault, int64_t now,
     ngx_http_apim_refusal_t *ref)
 {
-    int64_t                retry;
+    int64_t                retry, amount, window_ms;
+    ngx_int_t              group;
     ngx_http_apim_tkey_t  *e;
+
+    c->e = NULL;
+    c->over = 0;
+
+    group = l->ngroups ? ngx_http_apim_group_match(r, l) : -1;
+
+    if (group >= 0) {
+        if (len + sizeof("_condition_") - 1 + NGX_INT_T_LEN
+            > APIM_THROTTLE_KEY_MAX)
+        {
+            return 0;
+        }
+        len = ngx_sprintf(key + len, "_condition_%i", group) - key;
+        amount = l->groups[group].amount;
+        window_ms = l->groups[group].window_ms;
+
+    } else {
+        amount = l->amount;
+        window_ms = l->window_ms;
+    }
+
+    if (amount == 0) {
+        return 0;       /* no group holds, and no default limit */
+    }
 
     e = ngx_http_apim_tkey_find(key, len, 1);
     if (e == NULL) {
         return 0;       /* table full or key too long: counted as dropped */
     }
 
-    ngx_http_apim_tkey_window(e, l->window_ms, now);
+    ngx_http_apim_tkey_window(e, window_ms, now);
 
     c->e = e;
     c->l = l;
-    c->fault = fault;
-    c->over = 0;
+    c->amount = amount;
+    c->group = group;
 
     if (e->until > now) {
         retry = e->until - now;
 
-    } else if (e->count >= ngx_http_apim_cap(e, l->amount)) {
+    } else if (e->count >= ngx_http_apim_cap(e, amount)) {
         retry = e->window_start + e->window_ms - now;
 
     } else {
@@ -558,7 +937,7 @@ ngx_http_apim_throttle_check(ngx_http_request_t *r, ngx_http_apim_ctx_t *ctx,
             p = ngx_cpymem(key, ctx->api_context.data, ctx->api_context.len);
             *p++ = ':';
             ngx_memcpy(p, ctx->api_version.data, ctx->api_version.len);
-            ngx_http_apim_tkey_check(&checks[n++], key, len, l,
+            ngx_http_apim_tkey_check(r, &checks[n++], key, len, l,
                                      &ngx_http_apim_throttled_api, now, &ref);
         }
 
@@ -582,7 +961,7 @@ ngx_http_apim_throttle_check(ngx_http_request_t *r, ngx_http_apim_ctx_t *ctx,
                                ctx->resource.data + ctx->resource.len - sp - 1);
                 *p++ = ':';
                 ngx_memcpy(p, ctx->resource.data, sp - ctx->resource.data);
-                ngx_http_apim_tkey_check(&checks[n++], key, len, l,
+                ngx_http_apim_tkey_check(r, &checks[n++], key, len, l,
                                          &ngx_http_apim_throttled_resource,
                                          now, &ref);
             }
@@ -607,7 +986,7 @@ ngx_http_apim_throttle_check(ngx_http_request_t *r, ngx_http_apim_ctx_t *ctx,
             ngx_http_apim_refusal_t  soft;
 
             soft.fault = NULL;
-            if (ngx_http_apim_tkey_check(&checks[n], key, len, l,
+            if (ngx_http_apim_tkey_check(r, &checks[n], key, len, l,
                                          &ngx_http_apim_throttled_sub, now,
                                          &soft))
             {
@@ -615,7 +994,7 @@ ngx_http_apim_throttle_check(ngx_http_request_t *r, ngx_http_apim_ctx_t *ctx,
             }
 
         } else {
-            ngx_http_apim_tkey_check(&checks[n], key, len, l,
+            ngx_http_apim_tkey_check(r, &checks[n], key, len, l,
                                      &ngx_http_apim_throttled_sub, now, &ref);
         }
 
@@ -631,7 +1010,7 @@ ngx_http_apim_throttle_check(ngx_http_request_t *r, ngx_http_apim_ctx_t *ctx,
         p = ngx_cpymem(key, ctx->app_id.data, ctx->app_id.len);
         *p++ = ':';
         ngx_memcpy(p, ctx->user.data, ctx->user.len);
-        ngx_http_apim_tkey_check(&checks[n++], key, len, l,
+        ngx_http_apim_tkey_check(r, &checks[n++], key, len, l,
                                  &ngx_http_apim_throttled_app, now, &ref);
     }
 
@@ -670,7 +1049,8 @@ ngx_http_apim_throttle_check(ngx_http_request_t *r, ngx_http_apim_ctx_t *ctx,
         checks[i].e->count++;
         checks[i].e->dirty = 1;
         checks[i].e->level = (uint8_t) checks[i].l->level;
-        checks[i].e->limit = checks[i].l->amount;
+        checks[i].e->limit = checks[i].amount;
+        checks[i].e->group = (int16_t) checks[i].group;
 
         if (ngx_strcmp(checks[i].e->policy, checks[i].l->name) != 0) {
             ngx_cpystrn((u_char *) checks[i].e->policy,
@@ -977,7 +1357,15 @@ ngx_http_apim_throttle_report(ngx_uint_t *fallback)
                       "count", (json_int_t) e->count,
                       "allowance", (json_int_t) (e->granted ? e->allowance
                                                             : 0));
-        if (o == NULL || json_array_append_new(a, o) != 0) {
+        if (o == NULL) {
+            break;
+        }
+
+        if (e->group >= 0) {
+            json_object_set_new(o, "group", json_integer(e->group));
+        }
+
+        if (json_array_append_new(a, o) != 0) {
             break;
         }
 
