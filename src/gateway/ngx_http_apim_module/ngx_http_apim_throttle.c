@@ -9,7 +9,11 @@
  * resource "/ctx/ver/template:VERB" with the operation's policy),
  * subscription "appId:/ctx:ver" with the subscription's tier, application
  * "appId:user" with the application's tier. Unknown and unlimited policies
- * are not checked.
+ * are not checked. An advanced policy's conditional groups (IP, IP range,
+ * header, query parameter; invertCondition) are tried in order: the first
+ * whose conditions all hold applies its limit on "<key>_condition_<i>",
+ * else the default limit does (JWT claim conditions are not evaluated yet:
+ * their group never applies). Bandwidth limits are not counted yet.
  *
  * Each worker (a party "<gatewayId>/<pid>" for the Traffic Manager) keeps
  * a table (key -> window, count, allowance, throttled until): the request
