@@ -21,6 +21,7 @@ typedef struct {
 	int64_t prev_count;
 	int64_t prev_ms;
 	double rate; /* admitted per ms, smoothed */
+	int64_t up_ms; /* when the count last grew (or was first > 0) */
 	int64_t want; /* scratch of tm_key_allocate() */
 	int explicit_grant; /* the party holds a grant: implicit no more */
 } tm_share;
@@ -315,6 +316,8 @@ apim_rc tm_quota_report(tm_quota *q, const char *party, const char *key, int64_t
 		if ((s = tm_share_add(k, ix, gen, now_ms)) == NULL)
 			return APIM_ENOMEM;
 		s->prev_count = s->count = count;
+		if (count > 0)
+			s->up_ms = now_ms;
 	}
 	s->gen = gen;
 	if (allowance > 0) {
@@ -333,6 +336,7 @@ apim_rc tm_quota_report(tm_quota *q, const char *party, const char *key, int64_t
 			s->prev_ms = now_ms;
 		}
 		s->count = count;
+		s->up_ms = now_ms;
 	} else if (now_ms - s->prev_ms >= TM_QUOTA_HORIZON_MS) {
 		/* nothing admitted for a while: the party's demand fades */
 		s->rate *= 0.5;
@@ -367,7 +371,10 @@ static void tm_emit(tm_quota *q, const tm_key *k, const tm_share *s, int64_t use
  * The key's quota is scarce: takes back the implicit allowances that live
  * parties do not use (those that never reported the key in this window,
  * and those whose rate faded) by granting them explicitly what they have
- * admitted. Returns how much quota that frees.
+ * admitted. A party whose count grew within the last horizon is not idle
+ * even when its rate is not known yet (its first report): it may well
+ * have admitted more since, up to its implicit allowance. Returns how much
+ * quota that frees.
  */
 static int64_t tm_reclaim(tm_quota *q, tm_key *k, int64_t implicit, int64_t now_ms, double horizon,
 			  int64_t used, tm_quota_emit_fn emit, void *arg)
@@ -377,7 +384,8 @@ static int64_t tm_reclaim(tm_quota *q, tm_key *k, int64_t implicit, int64_t now_
 
 	for (size_t i = 0; i < known; i++) {
 		tm_share *s = &k->shares[i];
-		if (s->explicit_grant || !tm_share_live(q, s, now_ms) || s->rate * horizon >= 0.5)
+		if (s->explicit_grant || !tm_share_live(q, s, now_ms) || s->rate * horizon >= 0.5 ||
+		    (s->count > 0 && now_ms - s->up_ms < TM_QUOTA_HORIZON_MS))
 			continue;
 		if (implicit > s->count)
 			freed += implicit - s->count;

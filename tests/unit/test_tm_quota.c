@@ -118,6 +118,33 @@ static void test_grants_never_exceed_the_limit(void **state)
 	tm_quota_destroy(q);
 }
 
+/*
+ * A party's first report has no rate yet: it is not idle for that, since it
+ * may have admitted up to its implicit allowance since. Before, the
+ * allocator reclaimed it at its reported count (3) while it had admitted
+ * 5, and granted the rest to the busy party: 22 of 20 admitted.
+ */
+static void test_first_report_is_not_idle(void **state)
+{
+	(void)state;
+	tm_quota *q = tm_quota_create();
+	grant_box box = {.window_start = 0};
+	int64_t hour = 3600000, limit = 20, implicit = tm_quota_implicit(limit, 2);
+	assert_int_equal(implicit, 5);
+	/* g1 is busy from the start; g0 appears with 3 admitted */
+	assert_int_equal(tm_quota_report(q, "g1", "k", limit, hour, 0, 1, 0, 0), APIM_OK);
+	assert_int_equal(tm_quota_report(q, "g1", "k", limit, hour, 0, 5, 0, 100), APIM_OK);
+	assert_int_equal(tm_quota_report(q, "g0", "k", limit, hour, 0, 3, 0, 300), APIM_OK);
+	assert_int_equal(tm_quota_report(q, "g1", "k", limit, hour, 0, 5, 0, 300), APIM_OK);
+	tm_quota_allocate(q, 350, collect, &box);
+	assert_true(box.grants > 0);
+	/* g0 keeps its implicit allowance (no grant below it) */
+	assert_true(box.allowance[0] == 0 || box.allowance[0] >= implicit);
+	int64_t cap0 = box.allowance[0] > 0 ? box.allowance[0] : implicit;
+	assert_true(cap0 + box.allowance[1] <= limit);
+	tm_quota_destroy(q);
+}
+
 /* -- the simulated cluster ---------------------------------------------- */
 
 typedef struct {
@@ -368,6 +395,7 @@ int main(void)
 		cmocka_unit_test(test_bad_reports),
 		cmocka_unit_test(test_used_and_windows),
 		cmocka_unit_test(test_grants_never_exceed_the_limit),
+		cmocka_unit_test(test_first_report_is_not_idle),
 		cmocka_unit_test(test_three_gateways_at_twice_the_rate),
 		cmocka_unit_test(test_demand_moving_between_gateways),
 		cmocka_unit_test(test_late_burst),

@@ -244,6 +244,9 @@ static ngx_http_variable_t  ngx_http_apim_vars[] = {
     { ngx_string("apim_backend"), NULL, ngx_http_apim_variable,
       offsetof(ngx_http_apim_ctx_t, backend), NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
+    { ngx_string("apim_throttled_out"), NULL, ngx_http_apim_variable,
+      offsetof(ngx_http_apim_ctx_t, throttled_out), NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
       ngx_http_null_variable
 };
 
@@ -1029,6 +1032,15 @@ ngx_http_apim_handler(ngx_http_request_t *r)
     fault = ngx_http_apim_burst_check(r, snap, sub->tier, subkey, len);
     if (fault != NULL) {
         goto failed;
+    }
+
+    /* rate limits (ngx_http_apim_throttle.c) */
+    rc = ngx_http_apim_throttle_check(r, ctx, snap, &fault);
+    if (rc == NGX_DECLINED) {
+        goto failed;
+    }
+    if (rc != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
 backend:

@@ -167,6 +167,9 @@ struct ngx_http_apim_mem_s {
 /* opaque: ngx_http_apim_jwks.c, the snapshot's enabled other issuers */
 typedef struct ngx_http_apim_issuers_s  ngx_http_apim_issuers_t;
 
+/* opaque: ngx_http_apim_throttle.c, the snapshot's rate limits */
+typedef struct ngx_http_apim_limits_s  ngx_http_apim_limits_t;
+
 
 /*
  * Bump allocator in large blocks. A full build fills one arena; each delta
@@ -208,6 +211,7 @@ struct ngx_http_apim_snap_s {
      * deltas share them */
     ngx_http_apim_blocks_t     *blocks;     /* enabled blockConditions */
     ngx_http_apim_bursts_t     *bursts;     /* subscription burst limits */
+    ngx_http_apim_limits_t     *limits;     /* rate limits, or NULL */
     ngx_http_apim_snap_t       *retired_next;
     ngx_msec_t                  retired_at;
 };
@@ -243,6 +247,9 @@ typedef struct {
     /* set by the access handler for ngx_http_apim_cors.c's header filter */
     ngx_str_t                   cors_origin;   /* Access-Control-Allow-Origin */
     ngx_uint_t                  cors_credentials;
+    /* ngx_http_apim_throttle.c: "true" when a subscription policy with
+     * stopOnQuotaReach false let the request pass over its limit */
+    ngx_str_t                   throttled_out;
 } ngx_http_apim_ctx_t;
 
 
@@ -416,6 +423,29 @@ const ngx_http_apim_fault_t *ngx_http_apim_burst_check(ngx_http_request_t *r,
 const ngx_http_apim_fault_t *ngx_http_apim_max_tps_check(
     ngx_http_request_t *r, const ngx_http_apim_api_t *api,
     ngx_uint_t sandbox);
+
+/*
+ * ngx_http_apim_throttle.c: rate limits (docs/ARCHITECTURE.md, "Rate
+ * limiting"). The builder hook adds one element of the snapshot's
+ * "policies" to s->limits. The check (access handler, after the
+ * subscription and scope checks, with ctx filled): NGX_OK: admitted and
+ * counted; NGX_DECLINED: refused, *fault set (429) and Retry-After added
+ * to r's headers; NGX_ERROR. The rest runs on the worker's event loop
+ * (the usage timer) and on the usage thread (ngx_http_apim_usage.c).
+ */
+ngx_int_t ngx_http_apim_throttle_policy(ngx_http_apim_snap_t *s, json_t *pol,
+    ngx_log_t *log);
+ngx_int_t ngx_http_apim_throttle_check(ngx_http_request_t *r,
+    ngx_http_apim_ctx_t *ctx, const ngx_http_apim_snap_t *snap,
+    const ngx_http_apim_fault_t **fault);
+ngx_int_t ngx_http_apim_throttle_init_process(ngx_cycle_t *cycle,
+    const char *url, const char *party);
+void ngx_http_apim_throttle_exit_process(void);
+/* every 100 ms: applies the decisions the NATS thread queued */
+void ngx_http_apim_throttle_tick(ngx_log_t *log);
+/* the quota entries changed since the last call, for a usage event: a
+ * malloc'd JSON array (NULL: none); *fallback: local limits in force */
+json_t *ngx_http_apim_throttle_report(ngx_uint_t *fallback);
 
 /* ngx_http_apim_feed.c: the per-worker background thread */
 extern ngx_http_apim_snap_t  *ngx_http_apim_current;   /* atomic */

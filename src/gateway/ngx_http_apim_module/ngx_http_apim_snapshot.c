@@ -1006,10 +1006,11 @@ ngx_http_apim_add(ngx_http_apim_build_t *b, const char *section, json_t *jv)
         return ngx_http_apim_block_add(b->snap, jv, b->log);
     }
 
-    if (strcmp(section, "policies") == 0
-        && ngx_http_apim_burst_add(b->snap, jv, b->log) != NGX_OK)
-    {
-        return NGX_ERROR;
+    if (strcmp(section, "policies") == 0) {
+        if (ngx_http_apim_burst_add(b->snap, jv, b->log) != NGX_OK) {
+            return NGX_ERROR;
+        }
+        return ngx_http_apim_throttle_policy(b->snap, jv, b->log);
     }
 
     return NGX_OK;

@@ -38,6 +38,7 @@ typedef struct {
     uint32_t                    koff;       /* key: in keys, 0: free */
     uint32_t                    klen;
     uint64_t                    count;
+    uint64_t                    throttled;  /* passed over a limit */
     uint64_t                    bytes_in;
     uint64_t                    bytes_out;
 } ngx_http_apim_usage_entry_t;
@@ -51,6 +52,8 @@ typedef struct {
     uint64_t                    dropped;
     int64_t                     start;      /* ms since the epoch */
     int64_t                     end;
+    json_t                     *quota;      /* ngx_http_apim_throttle.c */
+    ngx_uint_t                  fallback;
 } ngx_http_apim_usage_buf_t;
 
 
@@ -153,6 +156,7 @@ static void
 ngx_http_apim_usage_buf_free(ngx_http_apim_usage_buf_t *b)
 {
     if (b != NULL) {
+        json_decref(b->quota);
         free(b->slots);
         free(b->keys);
         free(b);
@@ -171,6 +175,9 @@ ngx_http_apim_usage_buf_clear(ngx_http_apim_usage_buf_t *b)
     b->used = 0;
     b->keys_len = 1;
     b->dropped = 0;
+    json_decref(b->quota);
+    b->quota = NULL;
+    b->fallback = 0;
 }
 
 
@@ -270,6 +277,7 @@ ngx_http_apim_usage_handler(ngx_http_request_t *r)
     }
 
     e->count++;
+    e->throttled += (ctx->throttled_out.len != 0);
     e->bytes_in += (uint64_t) r->request_length;
     e->bytes_out += (uint64_t) r->connection->sent;
 
@@ -283,6 +291,9 @@ ngx_http_apim_usage_tick(ngx_event_t *ev)
 {
     int64_t                     now;
     ngx_http_apim_usage_buf_t  *b, *next;
+
+    /* the Traffic Manager's decisions (ngx_http_apim_throttle.c) */
+    ngx_http_apim_throttle_tick(ev->log);
 
     b = ngx_http_apim_usage_cur;
     now = ngx_http_apim_usage_wall_ms();
@@ -298,6 +309,7 @@ ngx_http_apim_usage_tick(ngx_event_t *ev)
                                        __ATOMIC_ACQ_REL);
             if (next != NULL) {
                 b->end = now;
+                b->quota = ngx_http_apim_throttle_report(&b->fallback);
                 __atomic_store_n(&ngx_http_apim_usage_full, b,
                                  __ATOMIC_RELEASE);
 
@@ -391,6 +403,8 @@ ngx_http_apim_usage_entry_json(ngx_http_apim_usage_buf_t *b,
     }
 
     json_object_set_new(o, "count", json_integer((json_int_t) e->count));
+    json_object_set_new(o, "throttledOut",
+                        json_integer((json_int_t) e->throttled));
     json_object_set_new(o, "bytesIn",
                         json_integer((json_int_t) e->bytes_in));
     json_object_set_new(o, "bytesOut",
@@ -454,6 +468,16 @@ ngx_http_apim_usage_publish(natsConnection *nc, ngx_http_apim_usage_buf_t *b,
         json_object_set_new(msg, "dropped",
                             json_integer(sent ? 0 : (json_int_t) b->dropped));
         json_object_set_new(msg, "entries", entries);
+
+        /* the throttle keys' counts, with the first message */
+        if (sent == 0) {
+            if (b->quota != NULL) {
+                json_object_set(msg, "quota", b->quota);
+            }
+            if (b->fallback) {
+                json_object_set_new(msg, "fallback", json_true());
+            }
+        }
 
         text = json_dumps(msg, JSON_COMPACT);
         json_decref(msg);
@@ -609,6 +633,8 @@ static ngx_int_t
 ngx_http_apim_usage_init_process(ngx_cycle_t *cycle)
 {
     int                         err;
+    char                       *party;
+    ngx_int_t                   rc;
     ngx_http_apim_main_conf_t  *amcf;
     ngx_http_apim_usage_buf_t  *spare;
 
@@ -619,8 +645,13 @@ ngx_http_apim_usage_init_process(ngx_cycle_t *cycle)
     }
 
     amcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_apim_module);
-    if (amcf == NULL || amcf->event_hub_url.len == 0) {
+    if (amcf == NULL) {
         return NGX_OK;
+    }
+
+    if (amcf->event_hub_url.len == 0) {
+        /* no Traffic Manager: local rate limits only */
+        return ngx_http_apim_throttle_init_process(cycle, NULL, "");
     }
 
     ngx_http_apim_usage_url = ngx_http_apim_usage_cstr(amcf->event_hub_url.data,
@@ -650,6 +681,19 @@ ngx_http_apim_usage_init_process(ngx_cycle_t *cycle)
     }
 
     ngx_http_apim_usage_pid = ngx_pid;
+
+    /* the party of the rate limits: "<gatewayId>/<pid>" */
+    party = malloc(cycle->hostname.len + NGX_INT64_LEN + 2);
+    if (party == NULL) {
+        return NGX_ERROR;
+    }
+    *ngx_sprintf((u_char *) party, "%V/%P", &cycle->hostname, ngx_pid) = '\0';
+    rc = ngx_http_apim_throttle_init_process(cycle, ngx_http_apim_usage_url,
+                                             party);
+    free(party);
+    if (rc != NGX_OK) {
+        return NGX_ERROR;
+    }
     ngx_http_apim_usage_cur->start = ngx_http_apim_usage_wall_ms();
     ngx_http_apim_usage_full = NULL;
     ngx_http_apim_usage_empty = spare;
@@ -682,6 +726,8 @@ static void
 ngx_http_apim_usage_exit_process(ngx_cycle_t *cycle)
 {
     ngx_http_apim_usage_buf_t  *b;
+
+    ngx_http_apim_throttle_exit_process();
 
     if (!ngx_http_apim_usage_running) {
         return;
