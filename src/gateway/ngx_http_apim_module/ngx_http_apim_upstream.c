@@ -438,6 +438,7 @@ ngx_http_apim_upstream_endpoint(ngx_http_apim_snap_t *s, json_t *e,
     ngx_http_apim_endpoint_t *ep, ngx_http_apim_peer_t *peers,
     ngx_uint_t *npeers, ngx_uint_t max, ngx_log_t *log)
 {
+    u_char                     text[NGX_SOCKADDR_STRLEN];
     int               rc;
     char              host[256];
     size_t            len, hl;
@@ -594,17 +595,19 @@ ngx_http_apim_upstream_endpoint(ngx_http_apim_snap_t *s, json_t *e,
         tag = ep->ssl ? ngx_http_apim_upstream_tag_len(ep, ra->socklen[n])
                       : 0;
 
+        /* exact sizes: 10,000 APIs hold as many of these */
+        peer->name.len = ngx_sock_ntop((struct sockaddr *) &ra->addrs[n],
+                                       ra->socklen[n], text,
+                                       NGX_SOCKADDR_STRLEN, 1);
         peer->sockaddr = ngx_http_apim_alloc(s, ra->socklen[n] + tag);
-        peer->name.data = ngx_http_apim_alloc(s, NGX_SOCKADDR_STRLEN);
+        peer->name.data = ngx_http_apim_alloc(s, peer->name.len);
         if (peer->sockaddr == NULL || peer->name.data == NULL) {
             return NGX_ERROR;
         }
 
         ngx_memcpy(peer->sockaddr, &ra->addrs[n], ra->socklen[n]);
+        ngx_memcpy(peer->name.data, text, peer->name.len);
         peer->socklen = ra->socklen[n];
-        peer->name.len = ngx_sock_ntop(peer->sockaddr, peer->socklen,
-                                       peer->name.data, NGX_SOCKADDR_STRLEN,
-                                       1);
 
         if (tag) {
             ngx_http_apim_upstream_tag(ep, (u_char *) peer->sockaddr
@@ -665,6 +668,7 @@ ngx_http_apim_upstream_build(ngx_http_apim_snap_t *s, json_t *endpoint_config,
     ngx_int_t                  rc;
     ngx_uint_t                 i, n, max;
     const char                *type;
+    ngx_http_apim_peer_t      *peers;
     ngx_http_apim_upstream_t  *up;
 
     if (!json_is_object(endpoint_config)) {
@@ -722,12 +726,17 @@ ngx_http_apim_upstream_build(ngx_http_apim_snap_t *s, json_t *endpoint_config,
 
     up->endpoints = ngx_http_apim_alloc(s,
                                    n * sizeof(ngx_http_apim_endpoint_t));
-    up->peers = ngx_http_apim_alloc(s, max * sizeof(ngx_http_apim_peer_t));
     up->rr = ngx_http_apim_alloc(s, sizeof(ngx_uint_t));
 
-    if (up->endpoints == NULL || up->peers == NULL || up->rr == NULL) {
+    /* resolved into a scratch array, kept at its exact size below */
+    peers = malloc(max * sizeof(ngx_http_apim_peer_t));
+
+    if (up->endpoints == NULL || up->rr == NULL || peers == NULL) {
+        free(peers);
         return NULL;
     }
+
+    up->peers = peers;
 
     ngx_memzero(up->endpoints, n * sizeof(ngx_http_apim_endpoint_t));
     *up->rr = 0;
@@ -735,8 +744,9 @@ ngx_http_apim_upstream_build(ngx_http_apim_snap_t *s, json_t *endpoint_config,
     for (i = 0; i < n; i++) {
         rc = ngx_http_apim_upstream_endpoint(s, list[i],
                                              &up->endpoints[up->nendpoints],
-                                             up->peers, &up->npeers, max, log);
+                                             peers, &up->npeers, max, log);
         if (rc == NGX_ERROR) {
+            free(peers);
             return NULL;
         }
 
@@ -745,9 +755,23 @@ ngx_http_apim_upstream_build(ngx_http_apim_snap_t *s, json_t *endpoint_config,
         }
     }
 
+    up->peers = NULL;
+
     if (up->nendpoints == 0) {
+        free(peers);
         return NULL;
     }
+
+    /* none resolved: the balancer answers 502 */
+    up->peers = ngx_http_apim_alloc(s, (up->npeers ? up->npeers : 1)
+                                       * sizeof(ngx_http_apim_peer_t));
+    if (up->peers == NULL) {
+        free(peers);
+        return NULL;
+    }
+
+    ngx_memcpy(up->peers, peers, up->npeers * sizeof(ngx_http_apim_peer_t));
+    free(peers);
 
     /* the endpoint index of each peer (set relative above) */
     for (i = 0; i < up->nendpoints; i++) {
