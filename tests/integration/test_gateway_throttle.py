@@ -125,9 +125,10 @@ class LocalLimitsTest(unittest.TestCase):
                 api(4, "/lvapp"),
                 api(5, "/lvsoft"),
                 api(6, "/lvboth", api_tier="Unlimited", ops=[op("/menu", "Adv4")]),
-                api(7, "/lvcond", api_tier="AdvCond")]
+                api(7, "/lvcond", api_tier="AdvCond"),
+                api(8, "/lvsec", api_tier="Adv2PerSec")]
         tiers = {1: "Unlimited", 2: "Unlimited", 3: "Sub3", 4: "Unlimited", 5: "Soft2",
-                 6: "Unlimited", 7: "Unlimited"}
+                 6: "Unlimited", 7: "Unlimited", 8: "Unlimited"}
         def group(count, *conds):
             return {"conditions": list(conds), "limit": {
                 "type": "REQUESTCOUNTLIMIT",
@@ -176,6 +177,7 @@ class LocalLimitsTest(unittest.TestCase):
             "subscriptions": subs,
             "policies": [
                 policy("advanced", "Adv5", 5), policy("advanced", "Adv4", 4),
+                policy("advanced", "Adv2PerSec", 2, unit="sec"),
                 policy("subscription", "Sub3", 3),
                 policy("subscription", "Soft2", 2, stopOnQuotaReach=False),
                 policy("application", "App6", 6),
@@ -290,6 +292,33 @@ http {
         # the fault is in $apim_fault_code
         self.assertTrue(wait_for(lambda: any(
             line.startswith("429 900800") and "/lvapi/" in line for line in self.access_log())))
+
+    def test_window_resets(self):
+        """2 a second: the third call of a second is refused, with a
+        Retry-After of 1; the next second admits 2 again."""
+        def second_start():
+            # a fresh second with room for three calls
+            while time.time() % 1 > 0.3:
+                time.sleep(0.01)
+
+        checked = 0
+        for _ in range(5):
+            second_start()
+            t0 = int(time.time())
+            statuses, refused = self.run_until_refused("/lvsec/1.0/menu", self.tok1, 3)
+            if int(time.time()) != t0:
+                continue   # the calls straddled two seconds: try again
+            checked += 1
+            self.assertEqual(statuses, [200, 200, 429])
+            self.assertEqual(refused[1]["code"], "900800")
+            self.assertEqual(refused[2]["retry-after"], "1")
+            if checked == 2:
+                break
+            time.sleep(1.0)
+        self.assertGreaterEqual(checked, 1, "every try straddled two seconds")
+        # the next second admits again
+        time.sleep(1 - time.time() % 1 + 0.02)
+        self.assertEqual(call(self.port, "/lvsec/1.0/menu", self.tok1)[0], 200)
 
     def test_resource_level_only_its_resource(self):
         statuses, refused = self.run_until_refused("/lvres/1.0/menu", self.tok1, 6)
