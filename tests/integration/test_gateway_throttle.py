@@ -144,6 +144,10 @@ class LocalLimitsTest(unittest.TestCase):
             return {"type": "HEADERCONDITION", "invertCondition": False,
                     "headerCondition": {"headerName": name, "headerValue": value}}
 
+        def jwt(claim, value):
+            return {"type": "JWTCLAIMSCONDITION", "invertCondition": False,
+                    "jwtClaimsCondition": {"claimUrl": claim, "attribute": value}}
+
         def query(name, value):
             return {"type": "QUERYPARAMETERCONDITION", "invertCondition": False,
                     "queryParameterCondition": {"parameterName": name,
@@ -157,7 +161,13 @@ class LocalLimitsTest(unittest.TestCase):
                   header("X-Inv", "yes")),
             group(4, ip("IPRANGE", startingIP="127.0.0.0", endingIP="127.0.0.255"),
                   query("r", "1")),
-            group(1, ip("IPSPECIFIC", specificIP="10.9.9.9"))])
+            group(1, ip("IPSPECIFIC", specificIP="10.9.9.9")),
+            # JWT claims (those of the backend JWT): alice's calls with X-Jwt
+            group(2, header("X-Jwt", "yes"),
+                  jwt("http://wso2.org/claims/enduser", "alice")),
+            # ... and a claim that does not hold (the subscriber is alice)
+            group(1, header("X-Jwt2", "yes"),
+                  jwt("http://wso2.org/claims/subscriber", "mallory"))])
         subs = []
         for i, a in enumerate(apis, 1):
             subs.append({"id": "s%d" % i, "apiId": a["id"], "applicationId": gm.APP_ID,
@@ -347,9 +357,11 @@ http {
         self.assertEqual(statuses(base, {"X-Inv": "yes"}), [200] + [429] * 7)
         # an IP range and a query parameter
         self.assertEqual(statuses(base + "?r=1"), [200] * 4 + [429] * 4)
-        # no group holds (the last one is for 10.9.9.9): the default limit,
-        # counted apart from the groups'
-        self.assertEqual(statuses(base + "?plan=paid", {"X-Tier": "silver"}),
+        # JWT claim conditions: the end user's holds (limit 2)
+        self.assertEqual(statuses(base, {"X-Jwt": "yes"}, n=3), [200] * 2 + [429])
+        # no group holds (the IP one is for 10.9.9.9, the subscriber is not
+        # mallory): the default limit, counted apart from the groups'
+        self.assertEqual(statuses(base + "?plan=paid", {"X-Tier": "silver", "X-Jwt2": "yes"}),
                          [200] * 6 + [429] * 2)
 
     def test_subscription_level(self):

@@ -57,7 +57,7 @@
 #define APIM_COND_IP              0
 #define APIM_COND_HEADER          1
 #define APIM_COND_QUERY           2
-#define APIM_COND_JWT             3         /* not evaluated yet */
+#define APIM_COND_JWT             3         /* claims the backend JWT has */
 
 typedef struct {
     ngx_uint_t                  type;
@@ -697,10 +697,65 @@ typedef struct {
 } ngx_http_apim_tcheck_t;
 
 
-/* 1: the condition holds for r, 0: not, 2: cannot tell (JWT claims) */
+/*
+ * The value of a JWT claim condition's claim: the claims of the backend JWT
+ * (http://wso2.org/claims/...) that the access handler has set by now, and
+ * "sub". NULL: a claim the gateway does not know here.
+ */
+static const ngx_str_t *
+ngx_http_apim_claim_value(ngx_http_request_t *r, const ngx_str_t *url)
+{
+    size_t                i, len;
+    ngx_http_apim_ctx_t  *ctx;
+
+    static const struct {
+        const char  *name;
+        size_t       offset;
+    } claims[] = {
+        { "http://wso2.org/claims/subscriber",
+          offsetof(ngx_http_apim_ctx_t, app_owner) },
+        { "http://wso2.org/claims/applicationname",
+          offsetof(ngx_http_apim_ctx_t, app_name) },
+        { "http://wso2.org/claims/applicationid",
+          offsetof(ngx_http_apim_ctx_t, app_id) },
+        { "http://wso2.org/claims/applicationUUId",
+          offsetof(ngx_http_apim_ctx_t, app_id) },
+        { "http://wso2.org/claims/applicationtier",
+          offsetof(ngx_http_apim_ctx_t, app_tier) },
+        { "http://wso2.org/claims/apiname",
+          offsetof(ngx_http_apim_ctx_t, api_name) },
+        { "http://wso2.org/claims/version",
+          offsetof(ngx_http_apim_ctx_t, api_version) },
+        { "http://wso2.org/claims/tier",
+          offsetof(ngx_http_apim_ctx_t, subscription_tier) },
+        { "http://wso2.org/claims/enduser",
+          offsetof(ngx_http_apim_ctx_t, user) },
+        { "sub", offsetof(ngx_http_apim_ctx_t, user) },
+    };
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_apim_module);
+    if (ctx == NULL) {
+        return NULL;
+    }
+
+    for (i = 0; i < sizeof(claims) / sizeof(claims[0]); i++) {
+        len = ngx_strlen(claims[i].name);
+        if (url->len == len
+            && ngx_strncmp(url->data, claims[i].name, len) == 0)
+        {
+            return (const ngx_str_t *) ((u_char *) ctx + claims[i].offset);
+        }
+    }
+
+    return NULL;
+}
+
+
+/* 1: the condition holds for r, 0: not, 2: cannot tell (an unknown claim) */
 static ngx_uint_t
 ngx_http_apim_cond_match(ngx_http_request_t *r, const ngx_http_apim_cond_t *c)
 {
+    const ngx_str_t     *cv;
     u_char               addr[16];
     ngx_str_t            v;
     ngx_uint_t           i, m;
@@ -772,6 +827,15 @@ ngx_http_apim_cond_match(ngx_http_request_t *r, const ngx_http_apim_cond_t *c)
         m = ngx_http_arg(r, c->name.data, c->name.len, &v) == NGX_OK
             && v.len == c->value.len
             && ngx_strncmp(v.data, c->value.data, v.len) == 0;
+        break;
+
+    case APIM_COND_JWT:
+        cv = ngx_http_apim_claim_value(r, &c->name);
+        if (cv == NULL) {
+            return 2;
+        }
+        m = cv->len == c->value.len
+            && ngx_strncmp(cv->data, c->value.data, cv->len) == 0;
         break;
 
     default:
