@@ -118,15 +118,7 @@ static apim_rc start_traffic_manager(const apim_config *cfg, int all_in_one)
 	else
 		snprintf(cp, sizeof(cp), "%s://127.0.0.1:%d", *cfg->http_tls_cert ? "https" : "http",
 			 APIM_CONTROL_PLANE_PORT + off);
-	char *cred = NULL;
-	if (*cfg->gateway_credential) {
-		cred = strdup(cfg->gateway_credential);
-	} else {
-		char path[4096];
-		snprintf(path, sizeof(path), "%s/gateway-credential", cfg->server_home);
-		if (apim_read_file(path, 4096, &cred, NULL) == APIM_OK)
-			cred[strcspn(cred, "\r\n ")] = '\0';
-	}
+	char *cred = gateway_nginx_credential(cfg);
 	if (cred == NULL || *cred == '\0')
 		log_warn("main", "no gateway credential (gateway.credential, or "
 				 "<server.home>/gateway-credential): the Traffic Manager cannot "

@@ -112,8 +112,7 @@ static void gw_quoted(FILE *f, const char *s)
 	fputc('"', f);
 }
 
-/* The gateway credential: gateway.credential, else the control plane's file. */
-static char *gw_credential(const apim_config *cfg)
+char *gateway_nginx_credential(const apim_config *cfg)
 {
 	if (*cfg->gateway_credential)
 		return strdup(cfg->gateway_credential);
@@ -310,7 +309,7 @@ static char *gw_render(const apim_config *cfg, const char *so, size_t solen)
 		fprintf(f, ";\n");
 	}
 	if (gw_module_knows(so, solen, "apim_gateway_credential")) {
-		char *cred = gw_credential(cfg);
+		char *cred = gateway_nginx_credential(cfg);
 		if (cred != NULL && *cred) {
 			fprintf(f, "    apim_gateway_credential ");
 			gw_quoted(f, cred);

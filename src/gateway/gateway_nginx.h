@@ -61,4 +61,10 @@ void gateway_nginx_stop(void);
 /* "http://host:port" of the running gateway (empty when not started). */
 const char *gateway_nginx_url(void);
 
+/* The gateway credential of the internal data API: gateway.credential, else
+ * the control plane's <server.home>/gateway-credential (trailing
+ * whitespace removed). Malloc'd (the caller wipes and frees it); NULL when
+ * there is none. The Traffic Manager sends it too. */
+char *gateway_nginx_credential(const apim_config *cfg);
+
 #endif
