@@ -238,6 +238,7 @@ class Node:
     traffic-manager, gateway, lb."""
 
     kind = "?"
+    stop_signal = signal.SIGTERM
 
     def __init__(self, cluster, name):
         self.cluster = cluster
@@ -324,7 +325,7 @@ class Node:
         """SIGTERM, then SIGKILL after timeout. Returns the exit status when
         this process started the node (None otherwise)."""
         if self.running():
-            self.send_signal(signal.SIGTERM)
+            self.send_signal(self.stop_signal)
             if self.proc is not None:
                 try:
                     self.proc.wait(timeout)
@@ -437,6 +438,7 @@ class PostgresNode(Node):
                 pw = pwd.getpwnam("postgres")
                 os.chown(path, pw.pw_uid, pw.pw_gid)
         self.ctl("start")
+        self._watch()
         if fresh:
             sec = self.cluster.secrets
             with open(os.path.join(DEPLOY, "postgresql", "setup.sql")) as f:
@@ -447,6 +449,26 @@ class PostgresNode(Node):
             self.psql(script)
         self.cluster.save()
         return self
+
+    def _watch(self):
+        """Unless detached: a watchdog that stops this PostgreSQL (which
+        pg_ctl detached) when the process that started it dies without
+        stopping the cluster (a killed test run)."""
+        if self.cluster.detach or getattr(self, "_watchdog", None) is not None:
+            return
+        stop = " ".join("'%s'" % a for a in self._cmd(
+            [os.path.join(PG_BIN, "pg_ctl"), "-D", self.data, "-m", "immediate", "stop"]))
+        self._watchdog = subprocess.Popen(
+            ["sh", "-c", "while kill -0 %d 2>/dev/null; do sleep 1; done; %s" % (
+                os.getpid(), stop)], cwd="/", stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def _unwatch(self):
+        w = getattr(self, "_watchdog", None)
+        if w is not None:
+            w.kill()
+            w.wait()
+            self._watchdog = None
 
     def psql(self, script, db="postgres"):
         """Runs SQL as the superuser on the local socket; returns the output."""
@@ -486,6 +508,7 @@ class PostgresNode(Node):
                 self.ctl("stop", "fast")
             except ClusterError:
                 self.ctl("stop", "immediate")
+        self._unwatch()
         self.pid = None
         self.cluster.save()
 
@@ -500,6 +523,7 @@ class PostgresNode(Node):
     def restart(self, wait=True):
         if self.running():
             self.ctl("restart", "fast")
+            self._watch()
             return self
         return self.start()
 
@@ -512,6 +536,7 @@ class PostgresNode(Node):
 
 class NatsNode(Node):
     kind = "nats"
+    stop_signal = signal.SIGINT   # nats-server exits 0 on SIGINT, 1 on SIGTERM
 
     def __init__(self, cluster, name, index):
         super().__init__(cluster, name)
@@ -591,7 +616,7 @@ class ApimNode(Node):
             "SHAREDDB_URL": pg.url_for("shareddb") if pg else "",
             "MASTER_KEY": c.secrets["master_key"],
             "ISSUER": "https://localhost:%d/oauth2/token" % (LB_CP_HTTPS + c.offset),
-            "EVENT_HUB_URL": ",".join(n.url for n in c.by_kind("nats")),
+            "EVENT_HUB_URL": c.event_hub_for(self),
             "GATEWAY_CREDENTIAL": c.secrets["gateway_credential"],
             "CONTROL_PLANE_URL": c.lb_control_plane_url,
             "GATEWAY_LABEL": "Default", "GATEWAY_WORKERS": c.gateway_workers,
@@ -720,11 +745,14 @@ class Cluster:
     otherwise they die with it (tests). fast: PostgreSQL without fsync.
     extra_conf: {kind: {"section": {"key": value}}} added to the apim.conf
     of every node of that kind (control-plane, gateway, traffic-manager).
+    gateway_hub: "own" (each gateway on one NATS server, see event_hub_for)
+    or "all" (every gateway lists every NATS server).
     """
 
     def __init__(self, root, apimd=None, module=None, offset=None, split=False,
                  detach=False, fast=True, gateways=2, traffic_managers=2, nats=2,
-                 extra_conf=None, gateway_workers=1, log_format="text", out=None):
+                 extra_conf=None, gateway_workers=1, log_format="text", out=None,
+                 gateway_hub="own"):
         self.root = os.path.abspath(root)
         self.log_dir = os.path.join(self.root, "logs")
         self.state_path = os.path.join(self.root, "cluster.json")
@@ -737,6 +765,7 @@ class Cluster:
         self.counts = {"gateway": gateways, "traffic-manager": traffic_managers, "nats": nats}
         self.extra_conf = extra_conf or {}
         self.gateway_workers = gateway_workers
+        self.gateway_hub = gateway_hub
         self.log_format = log_format
         self.out = out or (lambda s: None)
         self.offset = offset
@@ -837,6 +866,18 @@ class Cluster:
     def event_hub_url(self):
         return ",".join(n.url for n in self.by_kind("nats"))
 
+    def event_hub_for(self, node):
+        """event_hub.url of an apimd node: every NATS server, except for a
+        gateway when gateway_hub is "own": then the one NATS server of its
+        own (gw1 nats1, gw2 nats2, ...), since ngx_http_apim_module takes a
+        single URL (natsOptions_SetURL) today; the NATS cluster routes the
+        messages between the servers."""
+        nats = self.by_kind("nats")
+        if node.kind == "gateway" and self.gateway_hub == "own" and nats:
+            i = self.by_kind("gateway").index(node)
+            return nats[i % len(nats)].url
+        return ",".join(n.url for n in nats)
+
     @property
     def postgres(self):
         return self.nodes["postgres"]
@@ -862,6 +903,7 @@ class Cluster:
         st = {"root": self.root, "offset": self.offset, "split": self.split,
               "apimd": self.apimd, "module": self.module, "counts": self.counts,
               "gateway_workers": self.gateway_workers, "log_format": self.log_format,
+              "gateway_hub": self.gateway_hub,
               "urls": self.urls(), "nodes": {n.name: n.state() for n in self.nodes.values()}}
         tmp = self.state_path + ".tmp"
         with open(tmp, "w") as f:
@@ -883,7 +925,8 @@ class Cluster:
                 gateways=counts.get("gateway", 2),
                 traffic_managers=counts.get("traffic-manager", 2), nats=counts.get("nats", 2),
                 gateway_workers=st.get("gateway_workers", 1),
-                log_format=st.get("log_format", "text"), out=out)
+                log_format=st.get("log_format", "text"), out=out,
+                gateway_hub=st.get("gateway_hub", "own"))
         c._load_secrets()
         c._layout()
         for name, ns in (st.get("nodes") or {}).items():
