@@ -53,7 +53,6 @@ import ctypes
 import json
 import os
 import pwd
-import grp
 import random
 import secrets
 import shutil
@@ -700,24 +699,25 @@ class LoadBalancerNode(Node):
         def role(profile):
             own = [n for n in cps if n.profile in (profile, "control-plane")]
             return servers(own or cps)
-        if is_root():
-            user = "nobody nogroup"
-        else:
-            pw = pwd.getpwuid(os.geteuid())
-            user = "%s %s" % (pw.pw_name, grp.getgrgid(pw.pw_gid).gr_name)
+        text = render("nginx/apim-lb.conf", {
+            "USER": "nobody nogroup", "WORKERS": 1, "DIR": self.dir, "LOG_DIR": c.log_dir,
+            "HOST": "127.0.0.1",
+            "GATEWAY_SERVERS": servers(c.by_kind("gateway")),
+            "PUBLISHER_SERVERS": role("publisher"),
+            "DEVPORTAL_SERVERS": role("devportal"),
+            "KEYMANAGER_SERVERS": role("key-manager"),
+            "CONTROL_PLANE_SERVERS": servers(cps),
+            "TLS_CERT": self.cert, "TLS_KEY": self.key,
+            "GATEWAY_HTTP_PORT": self.gateway_http, "GATEWAY_HTTPS_PORT": self.gateway_https,
+            "CONTROL_PLANE_HTTP_PORT": self.cp_http,
+            "CONTROL_PLANE_HTTPS_PORT": self.cp_https})
+        if not is_root():
+            # nginx ignores `user` (with a warning) unless started as root
+            text = text.replace("\nuser nobody nogroup;\n",
+                                "\n# user nobody nogroup;  (not root: runs as %s)\n" %
+                                pwd.getpwuid(os.geteuid()).pw_name)
         with open(self.conf, "w") as f:
-            f.write(render("nginx/apim-lb.conf", {
-                "USER": user, "WORKERS": 1, "DIR": self.dir, "LOG_DIR": c.log_dir,
-                "HOST": "127.0.0.1",
-                "GATEWAY_SERVERS": servers(c.by_kind("gateway")),
-                "PUBLISHER_SERVERS": role("publisher"),
-                "DEVPORTAL_SERVERS": role("devportal"),
-                "KEYMANAGER_SERVERS": role("key-manager"),
-                "CONTROL_PLANE_SERVERS": servers(cps),
-                "TLS_CERT": self.cert, "TLS_KEY": self.key,
-                "GATEWAY_HTTP_PORT": self.gateway_http, "GATEWAY_HTTPS_PORT": self.gateway_https,
-                "CONTROL_PLANE_HTTP_PORT": self.cp_http,
-                "CONTROL_PLANE_HTTPS_PORT": self.cp_https}))
+            f.write(text)
 
     def argv(self):
         return [NGINX, "-p", self.dir + "/", "-c", self.conf, "-e", self.log,

@@ -14,6 +14,7 @@ deploy/postgresql/setup.sql), so the test runs in the PostgreSQL pass of
 run.py only, in the normal and the ASan build.
 """
 
+import base64
 import http.client
 import json
 import os
@@ -103,12 +104,14 @@ def access_log(node):
     return out
 
 
-@unittest.skipIf(skip_reason(), skip_reason())
-class ClusterEndToEndTest(unittest.TestCase):
-    """Tests run in order; each builds on the one before."""
+class ClusterCase(unittest.TestCase):
+    """Starts a cluster for the class (start_cluster) and stops it after:
+    every apimd must exit with 0 and without a sanitizer report."""
+
+    cluster = None
 
     @classmethod
-    def setUpClass(cls):
+    def start_cluster(cls, **kw):
         # hour-long rate-limit windows: no test straddles two
         if time.time() % 3600 > 3600 - 150:
             time.sleep(3600 - time.time() % 3600 + 1)
@@ -117,7 +120,7 @@ class ClusterEndToEndTest(unittest.TestCase):
         cls.cluster = apimcluster.Cluster(
             cls.root, apimd=apimtest.apimd_path(), module=gp.module_path(),
             extra_conf={"control-plane": {"security": {"argon2_memlimit_kb": 8192,
-                                                       "argon2_opslimit": 1}}})
+                                                       "argon2_opslimit": 1}}}, **kw)
         try:
             cls.cluster.start()
         except Exception:
@@ -126,10 +129,8 @@ class ClusterEndToEndTest(unittest.TestCase):
             raise
         sys.stderr.write("\n[cluster] %d nodes ready in %.1f s\n" % (
             len(cls.cluster.nodes), cls.cluster.started_in))
-        c = cls.cluster
-        cls.cp1, cls.cp2 = c.by_kind("control-plane")
-        cls.gws = c.by_kind("gateway")
         cls.backend = gm.start_backend("cluster")
+        return cls.cluster
 
     @classmethod
     def _stop(cls):
@@ -145,6 +146,8 @@ class ClusterEndToEndTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
+        if cls.cluster is None:
+            return
         if getattr(cls, "backend", None) is not None:
             cls.backend.shutdown()
             cls.backend.server_close()
@@ -157,6 +160,75 @@ class ClusterEndToEndTest(unittest.TestCase):
         if result is not None and (result.failures or result.errors):
             type(self).failed = True
         return res
+
+    def publish_api(self, pub, policies):
+        """An API on the backend, revision deployed to Default, published,
+        made with the Publisher client pub. Returns its id; sets self.path."""
+        cls = type(self)
+        cls.name = pt.uniq("ClusterApi")
+        api = pt.create_api(self, pub, name=cls.name, policies=policies,
+                            endpointConfig={"endpoint_type": "http", "production_endpoints": {
+                                "url": "http://127.0.0.1:%d/be" % self.backend.server_port}})
+        cls.api_id = api["id"]
+        r = pub.post(pt.APIS + "/%s/revisions" % api["id"], json={"description": "r1"})
+        self.assertEqual(r.status, 201, r)
+        r = pub.post(pt.APIS + "/%s/deploy-revision" % api["id"],
+                     query={"revisionId": r.json["id"]}, json=gp.DEFAULT_ENV)
+        self.assertEqual(r.status, 201, r)
+        r = pub.post(pt.PUB + "/apis/change-lifecycle",
+                     query={"apiId": api["id"], "action": "Publish"})
+        self.assertEqual(r.status, 200, r)
+        cls.path = "/%s/1.0.0/items" % cls.name.lower()
+        return api["id"]
+
+    def sign_up(self, client):
+        """A new consumer signed up through client; its (name, password)."""
+        user, pw = pt.uniq("carol"), "Subscr1ber-pass"
+        r = client.post(SIGNUP, json={"user": {
+            "username": user, "password": pw,
+            "claims": [{"uri": "http://wso2.org/claims/emailaddress",
+                        "value": user + "@example.com"}]}})
+        self.assertEqual(r.status, 201, r)
+        return user, pw
+
+    def subscribed_app(self, consumer, token_client, tier):
+        """An application of consumer, subscribed with tier, with production
+        keys and a client-credentials token from token_client."""
+        r = consumer.post(DP + "/applications", json={"name": pt.uniq("ClusterApp"),
+                                                      "throttlingPolicy": "Unlimited"})
+        self.assertEqual(r.status, 201, r)
+        app = r.json
+        r = consumer.post(DP + "/subscriptions", json={
+            "applicationId": app["applicationId"], "apiId": self.api_id,
+            "throttlingPolicy": tier})
+        self.assertEqual(r.status, 201, r)
+        r = consumer.post(DP + "/applications/%s/generate-keys" % app["applicationId"], json={
+            "keyType": "PRODUCTION", "grantTypesToBeSupported": ["client_credentials"],
+            "callbackUrl": "", "scopes": [], "validityTime": 3600})
+        self.assertEqual(r.status, 200, r)
+        keys = r.json
+        r = token_client.post(
+            "/oauth2/token", data="grant_type=client_credentials", content_type=FORM,
+            headers={"Authorization": gp.basic(keys["consumerKey"], keys["consumerSecret"])})
+        self.assertEqual(r.status, 200, r)
+        return app, keys, r.json["access_token"]
+
+    def wait_served(self, token):
+        """Until each gateway (called directly) serves the API with token."""
+        for g in self.cluster.by_kind("gateway"):
+            self.assertTrue(wait_for(lambda: call(g.url, self.path, token)[0] == 200),
+                            (g.name, call(g.url, self.path, token)))
+
+
+@unittest.skipIf(skip_reason(), skip_reason())
+class ClusterEndToEndTest(ClusterCase):
+    """Tests run in order; each builds on the one before."""
+
+    @classmethod
+    def setUpClass(cls):
+        c = cls.start_cluster()
+        cls.cp1, cls.cp2 = c.by_kind("control-plane")
+        cls.gws = c.by_kind("gateway")
 
     def admin(self, node):
         return apimtest.Client(node.url, "admin", self.cluster.admin_password)
@@ -235,31 +307,13 @@ class ClusterEndToEndTest(unittest.TestCase):
                 "type": "REQUESTCOUNTLIMIT",
                 "requestCount": {"requestCount": LIMIT, "timeUnit": "hour", "unitTime": 1}}})
         self.assertEqual(r.status, 201, r)
-        cls.name = pt.uniq("ClusterApi")
-        api = pt.create_api(self, pub, name=cls.name,
-                            policies=["Cluster20PerHour", "Unlimited"],
-                            endpointConfig={"endpoint_type": "http", "production_endpoints": {
-                                "url": "http://127.0.0.1:%d/be" % self.backend.server_port}})
-        cls.api_id = api["id"]
-        r = pub.post(pt.APIS + "/%s/revisions" % api["id"], json={"description": "r1"})
-        self.assertEqual(r.status, 201, r)
-        r = pub.post(pt.APIS + "/%s/deploy-revision" % api["id"],
-                     query={"revisionId": r.json["id"]}, json=gp.DEFAULT_ENV)
-        self.assertEqual(r.status, 201, r)
-        r = pub.post(pt.PUB + "/apis/change-lifecycle",
-                     query={"apiId": api["id"], "action": "Publish"})
-        self.assertEqual(r.status, 200, r)
-        cls.path = "/%s/1.0.0/items" % cls.name.lower()
+        self.publish_api(pub, ["Cluster20PerHour", "Unlimited"])
 
         # a consumer signs up on cp2, subscribes and gets a token there
-        user, pw = pt.uniq("carol"), "Subscr1ber-pass"
-        r = apimtest.Client(self.cp2.url).post(SIGNUP, json={"user": {
-            "username": user, "password": pw,
-            "claims": [{"uri": "http://wso2.org/claims/emailaddress",
-                        "value": user + "@example.com"}]}})
-        self.assertEqual(r.status, 201, r)
+        user, pw = self.sign_up(apimtest.Client(self.cp2.url))
         cls.consumer = apimtest.Client(self.cp2.url, user, pw)
-        cls.app, cls.keys, cls.token = self.subscribed_app("Unlimited")
+        cls.app, cls.keys, cls.token = self.subscribed_app(
+            cls.consumer, apimtest.Client(self.cp2.url), "Unlimited")
 
         # through the load balancer: served, by both gateways
         self.wait_served(cls.token)
@@ -286,39 +340,12 @@ class ClusterEndToEndTest(unittest.TestCase):
         status, js, _ = call(c.gateway_url, cls.path)
         self.assertEqual((status, js["code"]), (401, "900902"))
 
-    def wait_served(self, token):
-        """Until each gateway (called directly) serves the API with token."""
-        for g in self.gws:
-            self.assertTrue(wait_for(lambda: call(g.url, self.path, token)[0] == 200),
-                            (g.name, call(g.url, self.path, token)))
-
-    def subscribed_app(self, tier):
-        """An application of the consumer on cp2, subscribed with tier, with
-        production keys and a client-credentials token from cp2."""
-        c = self.consumer
-        r = c.post(DP + "/applications", json={"name": pt.uniq("ClusterApp"),
-                                               "throttlingPolicy": "Unlimited"})
-        self.assertEqual(r.status, 201, r)
-        app = r.json
-        r = c.post(DP + "/subscriptions", json={"applicationId": app["applicationId"],
-                                                "apiId": self.api_id, "throttlingPolicy": tier})
-        self.assertEqual(r.status, 201, r)
-        r = c.post(DP + "/applications/%s/generate-keys" % app["applicationId"], json={
-            "keyType": "PRODUCTION", "grantTypesToBeSupported": ["client_credentials"],
-            "callbackUrl": "", "scopes": [], "validityTime": 3600})
-        self.assertEqual(r.status, 200, r)
-        keys = r.json
-        r = apimtest.Client(self.cp2.url).post(
-            "/oauth2/token", data="grant_type=client_credentials", content_type=FORM,
-            headers={"Authorization": gp.basic(keys["consumerKey"], keys["consumerSecret"])})
-        self.assertEqual(r.status, 200, r)
-        return app, keys, r.json["access_token"]
-
     # -- 3: a subscription tier's limit across both gateways -----------------
 
     def test_3_subscription_limit_counted_across_gateways(self):
         c = self.cluster
-        _, _, token = self.subscribed_app("Cluster20PerHour")
+        _, _, token = self.subscribed_app(self.consumer, apimtest.Client(self.cp2.url),
+                                          "Cluster20PerHour")
         self.wait_served(token)
         admitted, refused = len(self.gws), []
         marker = pt.uniq("limit")
@@ -375,6 +402,53 @@ class ClusterEndToEndTest(unittest.TestCase):
         fresh = r.json["access_token"]
         self.assertTrue(wait_for(lambda: call(self.cluster.gateway_url, self.path,
                                               fresh)[0] == 200, 10))
+
+
+@unittest.skipIf(skip_reason(), skip_reason())
+class SplitClusterTest(ClusterCase):
+    """`make cluster CLUSTER_ARGS=--split`: the Publisher, Developer Portal
+    and Key Manager each on its own node (one gateway, one Traffic Manager
+    and one NATS server here). Every REST call goes to the load balancer
+    over TLS, which routes it by path to the node that serves it."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.start_cluster(split=True, gateways=1, traffic_managers=1, nats=1)
+
+    def test_walkthrough_routed_by_path(self):
+        c = self.cluster
+        pubnode, dpnode, kmnode = (c.node(n) for n in ("publisher", "devportal", "km"))
+        self.assertEqual((pubnode.profile, dpnode.profile, kmnode.profile),
+                         ("publisher", "devportal", "key-manager"))
+        # each node serves its own component only
+        for node, path in ((dpnode, pt.APIS), (kmnode, DP + "/apis"),
+                           (pubnode, "/oauth2/token")):
+            r = apimtest.Client(node.url, "admin", c.admin_password).get(path)
+            self.assertEqual(r.status, 404, (node.name, path, r))
+        lb = c.control_plane_https_url
+        admin = apimtest.Client(lb, "admin", c.admin_password)
+        self.publish_api(admin, ["Unlimited"])
+        user, pw = self.sign_up(apimtest.Client(lb))
+        _, _, token = self.subscribed_app(apimtest.Client(lb, user, pw), apimtest.Client(lb),
+                                          "Unlimited")
+        # the token names the load balancer's token endpoint as its issuer
+        claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+        self.assertEqual(claims["iss"], lb.replace("127.0.0.1", "localhost") + "/oauth2/token")
+        self.wait_served(token)
+        status, js, _ = call(c.gateway_https_url, self.path, token)
+        self.assertEqual(status, 200, js)
+        self.assertEqual(js["path"], "/be/items")
+        # the load balancer sent each call to the node of its component
+        lines = [json.loads(ln) for ln in open(os.path.join(c.log_dir, "lb-access.log"))]
+        by_prefix = {"/api/am/publisher/": pubnode, "/api/am/devportal/": dpnode,
+                     "/api/identity/": dpnode, "/oauth2/": kmnode}
+        seen = set()
+        for e in lines:
+            for prefix, node in by_prefix.items():
+                if e["uri"].startswith(prefix):
+                    self.assertEqual(e["upstream_addr"], "127.0.0.1:%d" % node.port, e)
+                    seen.add(prefix)
+        self.assertEqual(seen, set(by_prefix))
 
 
 if __name__ == "__main__":
