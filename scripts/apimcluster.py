@@ -496,7 +496,9 @@ class PostgresNode(Node):
 
     def running(self):
         pid = self._postmaster_pid()
-        return bool(pid) and pid_alive(pid) and self.data in pid_cmdline(pid)
+        # "-k <dir>" is on the command line of every start (-D is not, after
+        # pg_ctl restart)
+        return bool(pid) and pid_alive(pid) and self.dir in pid_cmdline(pid)
 
     def ready(self):
         return port_open(self.port)
@@ -903,7 +905,7 @@ class Cluster:
         st = {"root": self.root, "offset": self.offset, "split": self.split,
               "apimd": self.apimd, "module": self.module, "counts": self.counts,
               "gateway_workers": self.gateway_workers, "log_format": self.log_format,
-              "gateway_hub": self.gateway_hub,
+              "gateway_hub": self.gateway_hub, "fast": self.fast,
               "urls": self.urls(), "nodes": {n.name: n.state() for n in self.nodes.values()}}
         tmp = self.state_path + ".tmp"
         with open(tmp, "w") as f:
@@ -926,7 +928,7 @@ class Cluster:
                 traffic_managers=counts.get("traffic-manager", 2), nats=counts.get("nats", 2),
                 gateway_workers=st.get("gateway_workers", 1),
                 log_format=st.get("log_format", "text"), out=out,
-                gateway_hub=st.get("gateway_hub", "own"))
+                gateway_hub=st.get("gateway_hub", "own"), fast=st.get("fast", False))
         c._load_secrets()
         c._layout()
         for name, ns in (st.get("nodes") or {}).items():
