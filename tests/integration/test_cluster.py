@@ -273,6 +273,22 @@ class ClusterEndToEndTest(ClusterCase):
             r = apimtest.Client(n.url).get("/internal/data/v1/sequence", headers={
                 "X-APIM-Gateway-Credential": "not-" + c.gateway_credential})
             self.assertEqual(r.status, 401, r)
+        # one change sequence (apimgtdb's) whichever node makes the change
+        def seq(node):
+            r = apimtest.Client(node.url).get("/internal/data/v1/sequence", headers={
+                "X-APIM-Gateway-Credential": c.gateway_credential})
+            self.assertEqual(r.status, 200, r)
+            return r.json["seq"]
+        before = seq(self.cp1)
+        self.assertEqual(seq(self.cp2), before)
+        r = self.admin(self.cp2).post(SUB_POLICIES, json={
+            "policyName": pt.uniq("SeqProbe"), "defaultLimit": {
+                "type": "REQUESTCOUNTLIMIT",
+                "requestCount": {"requestCount": 5, "timeUnit": "min", "unitTime": 1}}})
+        self.assertEqual(r.status, 201, r)
+        after = seq(self.cp1)
+        self.assertGreater(after, before)
+        self.assertEqual(seq(self.cp2), after)
         # least privilege in PostgreSQL: each role reaches its own database only
         pg = c.postgres
         ok = subprocess.run(["psql", "-X", "-A", "-t", "-d", pg.url_for("apimgtdb"), "-c",
