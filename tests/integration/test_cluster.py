@@ -466,6 +466,26 @@ class SplitClusterTest(ClusterCase):
                     seen.add(prefix)
         self.assertEqual(seen, set(by_prefix))
 
+    def test_z_cluster_stop_from_another_process(self):
+        """What `make cluster-stop` does: stop every node from the pids in
+        cluster.json (here, of the cluster this test started); twice is fine."""
+        c = self.cluster
+        ports = [n.port for n in c.nodes.values() if n.port]
+        self.assertTrue(all(apimcluster.port_open(p) for p in ports))
+        cli = [sys.executable, os.path.join(HERE, "..", "..", "scripts", "apimcluster.py")]
+        r = subprocess.run(cli + ["status", "--root", c.root], capture_output=True, text=True,
+                           timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout.count(" running "), len(c.nodes), r.stdout)
+        r = subprocess.run(cli + ["stop", "--root", c.root], capture_output=True, text=True,
+                           timeout=120)
+        self.assertEqual((r.returncode, r.stdout.strip()), (0, "cluster: stopped"), r.stderr)
+        self.assertEqual([n.name for n in c.nodes.values() if n.running()], [])
+        self.assertEqual([p for p in ports if apimcluster.port_open(p)], [])
+        r = subprocess.run(cli + ["stop", "--root", c.root], capture_output=True, text=True,
+                           timeout=60)
+        self.assertEqual((r.returncode, r.stdout.strip()), (0, "cluster: stopped"), r.stderr)
+
 
 if __name__ == "__main__":
     unittest.main()
