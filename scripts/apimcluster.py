@@ -873,7 +873,8 @@ class Cluster:
         gateway when gateway_hub is "own": then the one NATS server of its
         own (gw1 nats1, gw2 nats2, ...), since ngx_http_apim_module takes a
         single URL (natsOptions_SetURL) today; the NATS cluster routes the
-        messages between the servers."""
+        messages between the servers, and a connected client learns the
+        other servers and fails over to them."""
         nats = self.by_kind("nats")
         if node.kind == "gateway" and self.gateway_hub == "own" and nats:
             i = self.by_kind("gateway").index(node)
