@@ -39,6 +39,7 @@ From Python (tests, tests/integration/test_cluster.py and the failure tests):
     c.admin_password, c.gateway_credential
     c.names("gateway") -> ["gw1", "gw2"];  c.node("gw1").url / .port / .pid
     c.kill("gw1"); c.start_node("gw1"); c.stop_node("cp2"); c.restart("postgres")
+    c.kill("gw1", group=True)    # apimd, nginx master and workers at once
     c.wait_ready("gw1", timeout=30)
     c.node("gw1").access_log, c.node("cp1").log   # per-node logs, all in c.log_dir
     c.stop()                     # everything, in reverse order (idempotent)
@@ -337,16 +338,30 @@ class Node:
         rc = self.proc.returncode if self.proc is not None else None
         self.proc = None
         self.pid = None
+        self.children_gone()
         self.cluster.save()
         return rc
 
-    def kill(self, sig=signal.SIGKILL):
-        """A crash: sig (SIGKILL) to the node's main process, waited for."""
-        self.send_signal(sig)
+    def kill(self, sig=signal.SIGKILL, group=False):
+        """A crash: sig (SIGKILL) to the node's main process, waited for;
+        group=True: to its whole process group at once (a gateway's apimd,
+        nginx master and workers, as when the machine dies)."""
+        if group and self.pid and self.running():
+            try:
+                os.killpg(self.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        else:
+            self.send_signal(sig)
         wait_for(lambda: (self._reap() or True) and not self.running(), 10)
         self.proc = None
         self.pid = None
+        self.children_gone()
         self.cluster.save()
+
+    def children_gone(self, timeout=10):
+        """Waits until what the node's process started is gone too."""
+        return True
 
     def restart(self, wait=True):
         self.stop()
@@ -513,7 +528,7 @@ class PostgresNode(Node):
         self.pid = None
         self.cluster.save()
 
-    def kill(self, sig=signal.SIGKILL):
+    def kill(self, sig=signal.SIGKILL, group=False):
         """A crash: immediate shutdown (no checkpoint; recovery at the next
         start)."""
         if self.running():
@@ -647,6 +662,18 @@ class ApimNode(Node):
             return "ready in" in self.out_this_run() and port_open(self.port)
         # a Traffic Manager is ready once it read the rate-limit policies
         return "rate-limit policies (" in self.log_this_run()
+
+    def children_gone(self, timeout=10):
+        """A gateway: until its nginx (which dies with apimd) let go of the
+        port, so that the node can start again at once."""
+        if self.kind != "gateway":
+            return True
+
+        def gone():
+            pid = self.nginx_pid()
+            alive = pid and pid_alive(pid) and self.home in pid_cmdline(pid)
+            return not alive and not port_open(self.port)
+        return wait_for(gone, timeout)
 
     def nginx_pid(self):
         """The gateway's nginx master (a child of apimd)."""
@@ -1060,8 +1087,8 @@ class Cluster:
     def stop_node(self, name):
         return self.node(name).stop()
 
-    def kill(self, name, sig=signal.SIGKILL):
-        return self.node(name).kill(sig)
+    def kill(self, name, sig=signal.SIGKILL, group=False):
+        return self.node(name).kill(sig, group)
 
     def restart(self, name, wait=True):
         return self.node(name).restart(wait=wait)
