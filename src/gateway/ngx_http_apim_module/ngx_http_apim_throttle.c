@@ -168,6 +168,9 @@ typedef struct {
     int64_t                     count;
     int64_t                     allowance;
     int64_t                     until;      /* throttled until (ms) */
+    int64_t                     denied;     /* refused at the cap: requests,
+                                               or bytes (estimated) */
+    int64_t                     last_bytes; /* bandwidth: the last request's */
 } ngx_http_apim_tkey_t;
 
 
@@ -893,6 +896,7 @@ ngx_http_apim_tkey_window(ngx_http_apim_tkey_t *e, int64_t window_ms,
         e->window_start = ws;
         e->window_ms = window_ms;
         e->count = 0;
+        e->denied = 0;
         e->allowance = 0;
         e->granted = 0;
     }
@@ -1231,6 +1235,19 @@ ngx_http_apim_tkey_check(ngx_http_request_t *r, ngx_http_apim_tcheck_t *c,
     } else if (e->count >= ngx_http_apim_cap(e, amount)) {
         retry = e->window_start + e->window_ms - now;
 
+        /* the Traffic Manager learns the demand from the refusals too
+         * (even of a key that admitted nothing yet) */
+        e->denied += bandwidth ? ngx_max(e->last_bytes, 1) : 1;
+        e->dirty = 1;
+
+        if (e->policy[0] == '\0') {
+            e->level = (uint8_t) l->level;
+            e->limit = amount;
+            e->group = (int16_t) group;
+            ngx_cpystrn((u_char *) e->policy, (u_char *) l->name,
+                        APIM_THROTTLE_POLICY_MAX);
+        }
+
     } else {
         return 0;
     }
@@ -1415,6 +1432,7 @@ ngx_http_apim_throttle_log(ngx_http_request_t *r, ngx_http_apim_ctx_t *ctx)
         /* (a key whose window ended meanwhile starts the next at zero) */
         if (e != NULL && e->window_start == b->keys[i].window_start) {
             e->count += in + out;
+            e->last_bytes = in + out;
             e->dirty = 1;
         }
     }
@@ -1789,6 +1807,7 @@ ngx_http_apim_tmsg_apply(ngx_http_apim_tmsg_t *m, int64_t now)
             e->window_start = m->items[i].window_start;
             e->window_ms = m->items[i].window_ms;
             e->count = 0;
+            e->denied = 0;
             e->allowance = 0;
             e->granted = 0;
             e->limit = m->items[i].limit;
@@ -1913,6 +1932,11 @@ ngx_http_apim_throttle_report(ngx_uint_t *fallback)
 
         if (e->group >= 0) {
             json_object_set_new(o, "group", json_integer(e->group));
+        }
+
+        if (e->denied > 0) {
+            json_object_set_new(o, "denied",
+                                json_integer((json_int_t) e->denied));
         }
 
         if (json_array_append_new(a, o) != 0) {
