@@ -12,8 +12,16 @@
  * are not checked. An advanced policy's conditional groups (IP, IP range,
  * header, query parameter; invertCondition) are tried in order: the first
  * whose conditions all hold applies its limit on "<key>_condition_<i>",
- * else the default limit does (JWT claim conditions are not evaluated yet:
- * their group never applies). Bandwidth limits are not counted yet.
+ * else the default limit does (JWT claim conditions: the backend JWT's
+ * claims). Custom policies (level "custom", their Siddhi query parsed by
+ * apimd into "rule": trafficmanager/tm_custom.h) apply to every request
+ * whose variables satisfy their eligibility, on the key
+ * "custom:<policy>:<expanded key template>", refused with 900806.
+ * Bandwidth limits (BANDWIDTHLIMIT) count bytes instead of requests: the
+ * access check refuses once the window's bytes are spent, and the log
+ * phase (ngx_http_apim_throttle_log(), called by the usage module) adds
+ * the request's body (Content-Length) and the response body as sent; so
+ * the request that crosses the limit passes.
  *
  * Each worker (a party "<gatewayId>/<pid>" for the Traffic Manager) keeps
  * a table (key -> window, count, allowance, throttled until): the request
@@ -23,7 +31,9 @@
  * floor(limit / (2 N)), N the parties of the last heartbeat; with no
  * heartbeat for APIM_THROTTLE_FALLBACK_MS the worker falls back to local
  * limits, limit / N. A key the Traffic Manager declared throttled is
- * refused until then. Refused: 429, the level's fault code, Retry-After.
+ * refused until then. Refused: 429, the level's fault code, Retry-After;
+ * refusals at the cap are reported too ("denied"), so that the Traffic
+ * Manager sees the demand of a worker stuck at a small allowance.
  * A subscription policy with stopOnQuotaReach false lets the request pass
  * over its limit, marked ($apim_throttled_out).
  *
