@@ -154,6 +154,47 @@ static void test_refused(void **state)
 	refused("", "expected 'from' at the end");
 }
 
+/* every prefix of the example, and random damage to it: a rule or a
+ * message, never a crash (the suite runs under ASan) */
+static void test_truncated_and_damaged(void **state)
+{
+	(void)state;
+	size_t n = strlen(canonical);
+	char buf[sizeof(canonical)];
+	tm_custom_rule r;
+	char err[2048];
+	uint32_t rng = 7;
+	for (size_t len = 0; len < n; len++) {
+		memcpy(buf, canonical, len);
+		buf[len] = '\0';
+		err[0] = '\0';
+		apim_rc rc = tm_custom_parse(buf, &r, err, sizeof(err));
+		/* the trailing ';' is optional: only the full query (and it
+		 * without its ';') is a rule */
+		if (len >= n - 1)
+			assert_int_equal(rc, APIM_OK);
+		else
+			assert_true(rc == APIM_EINVAL && err[0] != '\0');
+	}
+	static const char junk[] = "()[]'\"=<>!#:;, \nabcAND0123456789";
+	for (int i = 0; i < 5000; i++) {
+		memcpy(buf, canonical, n + 1);
+		for (int k = 0; k < 1 + i % 4; k++) {
+			rng = rng * 1103515245u + 12345u;
+			size_t at = (rng >> 8) % n;
+			rng = rng * 1103515245u + 12345u;
+			buf[at] = junk[(rng >> 8) % (sizeof(junk) - 1)];
+		}
+		err[0] = '\0';
+		apim_rc rc = tm_custom_parse(buf, &r, err, sizeof(err));
+		assert_true(rc == APIM_OK || (rc == APIM_EINVAL && err[0] != '\0'));
+		if (rc == APIM_OK) {
+			assert_true(r.limit >= 1 && r.window_ms >= 1000);
+			assert_true(r.nconds <= TM_CUSTOM_MAX_CONDS);
+		}
+	}
+}
+
 static void test_template(void **state)
 {
 	(void)state;
@@ -209,7 +250,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_canonical), cmocka_unit_test(test_variants),
-		cmocka_unit_test(test_refused),   cmocka_unit_test(test_template),
+		cmocka_unit_test(test_refused),   cmocka_unit_test(test_truncated_and_damaged),
+		cmocka_unit_test(test_template),
 		cmocka_unit_test(test_policies),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
