@@ -111,7 +111,7 @@ struct ngx_http_apim_limit_s {
     ngx_http_apim_limit_t      *next;
     ngx_uint_t                  level;
     const char                 *name;
-    int64_t                     amount;     /* requests per window; 0:
+    int64_t                     amount;     /* requests or bytes; 0:
                                                unlimited (groups only) */
     int64_t                     window_ms;
     ngx_uint_t                  stop;       /* stopOnQuotaReach */
