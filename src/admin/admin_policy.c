@@ -17,6 +17,7 @@
 #include "common/util.h"
 #include "publisher/publisher.h"
 #include "store/store_policy.h"
+#include "trafficmanager/tm_custom.h"
 
 #define POLICY_NAME_MAX 60
 #define ERRLEN 512
@@ -411,10 +412,22 @@ static json_t *policy_build(arena *pool, const level_info *li, json_t *body, con
 
 	if (strcmp(li->level, "custom") == 0) {
 		const char *tmpl = admin_json_str(body, "keyTemplate");
-		if (admin_validate_key_template("keyTemplate", tmpl, err, sizeof(err)) != APIM_OK) {
+		if (admin_validate_key_template("keyTemplate", tmpl, err, sizeof(err)) != APIM_OK ||
+		    tm_custom_template_check(tmpl, err, sizeof(err)) != APIM_OK) {
 			*msg = arena_strdup(pool, err);
 			goto fail;
 		}
+		/* the Siddhi subset apim enforces (trafficmanager/tm_custom.h) */
+		tm_custom_rule rule;
+		char qerr[2048];
+		apim_rc qrc = tm_custom_parse(admin_json_str(body, "siddhiQuery"), &rule, qerr,
+					      sizeof(qerr));
+		if (qrc != APIM_OK) {
+			*msg = arena_strdup(pool, qrc == APIM_ENOMEM ? "out of memory" : qerr);
+			goto fail;
+		}
+		json_object_set_new(doc, "isDeployed",
+				    json_boolean(admin_json_bool(body, "isDeployed", 1)));
 		json_object_set_new(doc, "siddhiQuery",
 				    json_string(admin_json_str(body, "siddhiQuery")));
 		json_object_set_new(doc, "keyTemplate", json_string(tmpl));
@@ -727,7 +740,8 @@ void admin_policy_search(http_req *r)
 					ps[i].id, "uuid", ps[i].id, "policyName", ps[i].name,
 					"displayName", json_object_get(doc, "displayName"),
 					"description", json_object_get(doc, "description"),
-					"isDeployed", 1, "type", li ? li->search : ps[i].level));
+					"isDeployed", !json_is_false(json_object_get(doc, "isDeployed")),
+					"type", li ? li->search : ps[i].level));
 		json_decref(doc);
 	}
 	http_reply_json(r, 200, json_pack("{s:I, s:o}", "count", (json_int_t)n, "list", list));

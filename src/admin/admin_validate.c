@@ -17,7 +17,7 @@ static const long long time_unit_secs[] = {1, 60, 3600, 86400, 604800, 2592000, 
 
 const char *const admin_key_template_tokens[] = {
 	"$userId",  "$apiContext", "$apiVersion", "$resourceKey", "$appId",
-	"$appTenant", "$apiTenant", "$clientIp",  "$customProperty.<name>", NULL,
+	"$appTenant", "$apiTenant", "$clientIp",  "$apiName", "$customProperty.<name>", NULL,
 };
 
 const char *admin_validate_time_unit(const char *s)

@@ -13,6 +13,7 @@
 #include "keymanager/km_keys.h"
 #include "store/db.h"
 #include "store/store_keymanager.h"
+#include "trafficmanager/tm_custom.h"
 
 #define DA_COMP "dataapi"
 #define DA_HEADER "X-APIM-Gateway-Credential"
@@ -214,6 +215,33 @@ static apim_rc da_subscriptions(db *d, const char *api_id, const char *app_id, j
 	return APIM_OK;
 }
 
+/*
+ * A custom policy gets its Siddhi query parsed here, once, for the gateways
+ * and the Traffic Managers: "rule" (tm_custom.h). -1: the policy does not
+ * apply (isDeployed false, or a query outside the supported subset, which
+ * the Admin API refuses since it knows the subset).
+ */
+static int da_custom_rule(json_t *p, json_t *doc)
+{
+	tm_custom_rule rule;
+	char err[512];
+	const char *query = json_string_value(json_object_get(doc, "siddhiQuery"));
+	const char *tmpl = json_string_value(json_object_get(doc, "keyTemplate"));
+	if (json_is_false(json_object_get(doc, "isDeployed")) || query == NULL || tmpl == NULL)
+		return -1;
+	if (tm_custom_parse(query, &rule, err, sizeof(err)) != APIM_OK ||
+	    tm_custom_template_check(tmpl, err, sizeof(err)) != APIM_OK) {
+		log_warn("dataapi", "custom policy '%s' left out: %s",
+			 json_string_value(json_object_get(p, "name")), err);
+		return -1;
+	}
+	json_t *j = tm_custom_rule_json(&rule, tmpl);
+	if (j == NULL)
+		return -1;
+	json_object_set_new(p, "rule", j);
+	return 0;
+}
+
 static apim_rc da_policies(db *d, json_t *out)
 {
 	db_res *r = NULL;
@@ -221,11 +249,17 @@ static apim_rc da_policies(db *d, json_t *out)
 				    " ORDER BY level, name", DB_NOARGS);
 	if (rc != APIM_OK)
 		return rc;
-	for (size_t i = 0; i < db_res_rows(r); i++)
-		json_array_append_new(out, json_pack("{ss ss ss so}", "id", da_str(r, i, 0),
-						     "level", da_str(r, i, 1), "name",
-						     da_str(r, i, 2), "doc",
-						     da_json(db_res_get(r, i, 3))));
+	for (size_t i = 0; i < db_res_rows(r); i++) {
+		json_t *doc = da_json(db_res_get(r, i, 3));
+		json_t *p = json_pack("{ss ss ss so}", "id", da_str(r, i, 0), "level",
+				      da_str(r, i, 1), "name", da_str(r, i, 2), "doc", doc);
+		if (p != NULL && strcmp(da_str(r, i, 1), "custom") == 0 &&
+		    da_custom_rule(p, doc) != 0) {
+			json_decref(p);
+			continue;
+		}
+		json_array_append_new(out, p);
+	}
 	db_res_free(r);
 	return APIM_OK;
 }

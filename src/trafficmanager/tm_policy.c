@@ -73,6 +73,20 @@ int tm_limit_parse(json_t *limit, tm_limit *out)
 	return 1;
 }
 
+/* A custom policy's parsed rule ({"limit", "windowMs", ...}, see
+ * tm_custom.h); 0 when absent (not deployed, or a query apim cannot read). */
+static int tm_rule_limit(json_t *rule, tm_limit *out)
+{
+	memset(out, 0, sizeof(*out));
+	int64_t limit = json_integer_value(json_object_get(rule, "limit"));
+	int64_t window_ms = json_integer_value(json_object_get(rule, "windowMs"));
+	if (limit <= 0 || window_ms <= 0)
+		return 0;
+	out->amount = limit;
+	out->window_ms = window_ms;
+	return 1;
+}
+
 static int tm_policy_cmp(const void *a, const void *b)
 {
 	const tm_policy *x = a, *y = b;
@@ -121,7 +135,9 @@ apim_rc tm_policies_build(json_t *list, tm_policies **out, size_t *skipped)
 				(*skipped)++;
 			continue;
 		}
-		int limited = tm_limit_parse(json_object_get(doc, "defaultLimit"), &pol.def);
+		int limited = strcmp(level, "custom") == 0
+				      ? tm_rule_limit(json_object_get(p, "rule"), &pol.def)
+				      : tm_limit_parse(json_object_get(doc, "defaultLimit"), &pol.def);
 		json_t *groups = json_object_get(doc, "conditionalGroups");
 		size_t ng = strcmp(level, "advanced") == 0 ? json_array_size(groups) : 0;
 		if (ng > 0) {

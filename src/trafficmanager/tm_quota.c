@@ -18,9 +18,10 @@ typedef struct {
 	uint32_t gen;
 	int64_t count;
 	int64_t allowance;
-	int64_t prev_count;
+	int64_t demand;     /* count + what the party refused at its cap */
+	int64_t prev_count; /* the demand at prev_ms */
 	int64_t prev_ms;
-	double rate; /* admitted per ms, smoothed */
+	double rate; /* demand per ms, smoothed */
 	int64_t up_ms; /* when the count last grew (or was first > 0) */
 	int64_t want; /* scratch of tm_key_allocate() */
 	int explicit_grant; /* the party holds a grant: implicit no more */
@@ -266,9 +267,19 @@ apim_rc tm_quota_report(tm_quota *q, const char *party, const char *key, int64_t
 			int64_t window_ms, int64_t window_start, int64_t count, int64_t allowance,
 			int64_t now_ms)
 {
+	return tm_quota_report_demand(q, party, key, limit, window_ms, window_start, count, 0,
+				      allowance, now_ms);
+}
+
+apim_rc tm_quota_report_demand(tm_quota *q, const char *party, const char *key, int64_t limit,
+			       int64_t window_ms, int64_t window_start, int64_t count,
+			       int64_t denied, int64_t allowance, int64_t now_ms)
+{
 	if (limit < 1 || window_ms < 1 || window_start < 0 || window_start % window_ms != 0 ||
-	    count < 0 || allowance < 0 || strlen(key) > TM_QUOTA_MAX_KEY)
+	    count < 0 || denied < 0 || allowance < 0 || strlen(key) > TM_QUOTA_MAX_KEY ||
+	    count > INT64_MAX - denied)
 		return APIM_EINVAL;
+	int64_t demand = count + denied;
 	uint32_t ix;
 	apim_rc rc = tm_party_find(q, party, now_ms, &ix);
 	if (rc != APIM_OK)
@@ -315,7 +326,8 @@ apim_rc tm_quota_report(tm_quota *q, const char *party, const char *key, int64_t
 		/* first news of this party for the key: its rate starts now */
 		if ((s = tm_share_add(k, ix, gen, now_ms)) == NULL)
 			return APIM_ENOMEM;
-		s->prev_count = s->count = count;
+		s->count = count;
+		s->prev_count = s->demand = demand;
 		if (count > 0)
 			s->up_ms = now_ms;
 	}
@@ -328,15 +340,20 @@ apim_rc tm_quota_report(tm_quota *q, const char *party, const char *key, int64_t
 			s->allowance = allowance;
 	}
 	if (count > s->count) {
-		int64_t dt = now_ms - s->prev_ms;
-		if (dt > 0) {
-			double inst = (double)(count - s->prev_count) / (double)dt;
-			s->rate = s->rate == 0 ? inst : 0.5 * s->rate + 0.5 * inst;
-			s->prev_count = count;
-			s->prev_ms = now_ms;
-		}
 		s->count = count;
 		s->up_ms = now_ms;
+	}
+	if (demand > s->demand) {
+		/* the rate is the demand's: a party stuck at its allowance
+		 * still says how much it would admit */
+		int64_t dt = now_ms - s->prev_ms;
+		if (dt > 0) {
+			double inst = (double)(demand - s->prev_count) / (double)dt;
+			s->rate = s->rate == 0 ? inst : 0.5 * s->rate + 0.5 * inst;
+			s->prev_count = demand;
+			s->prev_ms = now_ms;
+		}
+		s->demand = demand;
 	} else if (now_ms - s->prev_ms >= TM_QUOTA_HORIZON_MS) {
 		/* nothing admitted for a while: the party's demand fades */
 		s->rate *= 0.5;

@@ -91,6 +91,16 @@ apim_rc tm_quota_report(tm_quota *q, const char *party, const char *key, int64_t
 			int64_t now_ms);
 
 /*
+ * The same, with what the party refused at its allowance in the window
+ * (denied, cumulative: requests, or an estimate of the bytes): the
+ * party's demand (count + denied) sets the rate its grants follow, so
+ * that a party stuck at a small allowance still gets more.
+ */
+apim_rc tm_quota_report_demand(tm_quota *q, const char *party, const char *key, int64_t limit,
+			       int64_t window_ms, int64_t window_start, int64_t count,
+			       int64_t denied, int64_t allowance, int64_t now_ms);
+
+/*
  * Grows the allowances of parties whose recent rate needs more, out of
  * each key's unallocated quota, and calls emit for each grown one. Drops
  * keys whose window ended.

@@ -154,7 +154,7 @@ out:
 
 /*
  * apim.throttle.usage: {"gatewayId", "pid", ..., "quota": [{"key", "level",
- * "policy", "group", "windowStart", "count", "allowance"}]} (the
+ * "policy", "group", "windowStart", "count", "allowance", "denied"}]} (the
  * "entries" of the same message are for analytics). The party is
  * "<gatewayId>/<pid>". Quota entries whose policy is unknown here, or whose
  * window does not match the policy's, are ignored.
@@ -192,8 +192,9 @@ static void tm_on_usage(json_t *msg, int64_t now)
 		int64_t ws = json_integer_value(json_object_get(e, "windowStart"));
 		int64_t count = json_integer_value(json_object_get(e, "count"));
 		int64_t allowance = json_integer_value(json_object_get(e, "allowance"));
-		if (tm_quota_report(tm.quota, party, key, lim.amount, lim.window_ms, ws, count,
-				    allowance, now) != APIM_OK) {
+		int64_t denied = json_integer_value(json_object_get(e, "denied"));
+		if (tm_quota_report_demand(tm.quota, party, key, lim.amount, lim.window_ms, ws,
+					   count, denied, allowance, now) != APIM_OK) {
 			tm.usage_rejected++;
 			continue;
 		}

@@ -59,7 +59,11 @@ def custom_body(name, template="$userId", query=None, **kw):
     b = {"policyName": name, "description": "custom rule",
          "siddhiQuery": query or ("FROM RequestStream SELECT userId, true AS isEligible, "
                                   "str:concat(userId, '') AS throttleKey INSERT INTO "
-                                  "EligibilityStream;"),
+                                  "EligibilityStream; FROM EligibilityStream"
+                                  "[isEligible==true]#throttler:timeBatch(1 min) SELECT "
+                                  "throttleKey, (count(userId) >= 5) as isThrottled, "
+                                  "expiryTimeStamp group by throttleKey INSERT ALL EVENTS "
+                                  "into ResultStream;"),
          "keyTemplate": template}
     b.update(kw)
     return b
@@ -524,10 +528,13 @@ class CustomRuleTest(AdminCase):
         self.assertEqual(p["keyTemplate"], "$userId:$apiContext:$apiVersion")
         self.assertIn("EligibilityStream", p["siddhiQuery"])
         url = "%s/custom/%s" % (P, p["policyId"])
-        body = dict(p, keyTemplate="$customProperty.region:$clientIp")
+        body = dict(p, keyTemplate="$apiName:$clientIp")
         r = self.c.put(url, json=body)
         self.assertEqual(r.status, 200, r)
-        self.assertEqual(self.c.get(url).json["keyTemplate"], "$customProperty.region:$clientIp")
+        self.assertEqual(self.c.get(url).json["keyTemplate"], "$apiName:$clientIp")
+        # custom properties are not known to the gateway
+        r = self.c.put(url, json=dict(p, keyTemplate="$customProperty.region:$clientIp"))
+        self.assertError(r, 400, "keyTemplate", "not supported in custom policies")
         self.assertIsNotNone(by_name(self.list_all(P + "/custom"), name))
         self.assertEqual(self.c.delete(url).status, 200)
         self.assertError(self.c.get(url), 404)

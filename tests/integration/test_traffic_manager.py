@@ -289,6 +289,53 @@ class TrafficManagerTest(unittest.TestCase):
         total = sum(max(held[p], counts[p]) for p in parties)
         self.assertLessEqual(total, 100, (held, counts))
 
+    def test_6_custom_and_bandwidth_policies(self):
+        """A custom policy's limit comes from its Siddhi query (parsed by the
+        control plane); a party stuck at its allowance that reports what it
+        refused is granted more; bandwidth quotas are bytes, past 32 bits."""
+        c = self.cp.client()
+        r = c.post("/api/am/admin/v4/throttling/policies/custom", json={
+            "policyName": "TmCustom", "keyTemplate": "$userId",
+            "siddhiQuery": "FROM RequestStream SELECT userId, (userId == 'alice') AS "
+                           "isEligible INSERT INTO E; FROM E[isEligible==true]"
+                           "#throttler:timeBatch(1 hour) SELECT throttleKey, "
+                           "(count(userId) >= 3) AS isThrottled GROUP BY throttleKey "
+                           "INSERT ALL EVENTS INTO ResultStream;"})
+        self.assertEqual(r.status, 201, r.text)
+        r = c.post(POLICIES, json={
+            "policyName": "Tm8GBPerHour", "defaultLimit": {
+                "type": "BANDWIDTHLIMIT", "bandwidth": {
+                    "dataAmount": 8, "dataUnit": "GB", "timeUnit": "hour", "unitTime": 1}}})
+        self.assertEqual(r.status, 201, r.text)
+        tm = [t for t in self.tms if t.running()]
+        tm = tm[0] if tm else self.start_tm("d")
+        ckey, bkey = "custom:TmCustom:alice@carbon.super", "sub:app-6:/bytes:1.0"
+        t0 = time.monotonic()
+        deadline = time.monotonic() + 8
+        denied, size = 0, 0
+        while time.monotonic() < deadline and not (self.grants(t0, ckey) and
+                                                   self.grants(t0, bkey)):
+            # (the policies may reach the Traffic Manager after a refetch)
+            denied += 1
+            size = min(size + 1024 ** 3, 4 * 1024 ** 3)
+            gw, pid = "gwA", 1
+            self.bus.publish("apim.throttle.usage", {
+                "gatewayId": gw, "pid": pid, "entries": [], "quota": [
+                    {"key": ckey, "level": "custom", "policy": "TmCustom",
+                     "windowStart": window_start(), "count": 1, "allowance": 0,
+                     "denied": denied},
+                    {"key": bkey, "level": "subscription", "policy": "Tm8GBPerHour",
+                     "windowStart": window_start(), "count": size, "allowance": 0}]})
+            time.sleep(0.1)
+        g = self.grants(t0, ckey)
+        self.assertIn("gwA/1", g, tm.stderr_tail())
+        self.assertGreater(g["gwA/1"], 1)
+        self.assertLessEqual(g["gwA/1"], 3)
+        g = self.grants(t0, bkey)
+        self.assertIn("gwA/1", g, tm.stderr_tail())
+        self.assertGreater(g["gwA/1"], 2 ** 31)
+        self.assertLessEqual(g["gwA/1"], 8 * 1024 ** 3)
+
 
 def apimtest_wait(cond, timeout=10, step=0.05):
     deadline = time.monotonic() + timeout

@@ -388,6 +388,84 @@ static void test_six_workers_slow_network(void **state)
 	check_windows("6 workers, 120 ms", admitted, 2, 0.95, 0.0);
 }
 
+static int64_t exhausted_until;
+
+static void on_exhausted(const char *key, int64_t until_ms, void *arg)
+{
+	(void)key;
+	(void)arg;
+	exhausted_until = until_ms;
+}
+
+/* Bandwidth limits: quotas of bytes, far beyond 32 bits. */
+static void test_byte_quota(void **state)
+{
+	(void)state;
+	const int64_t limit = 10LL * 1024 * 1024 * 1024; /* 10 GB an hour */
+	const int64_t hour = 3600000, step = 300LL * 1024 * 1024;
+	tm_quota *q = tm_quota_create();
+	grant_box box = {.window_start = 0};
+	int64_t count[2] = {0}, t;
+	exhausted_until = 0;
+	for (t = 0; t < 20000 && exhausted_until == 0; t += 100) {
+		for (int p = 0; p < 2; p++) {
+			char name[4] = {'g', (char)('0' + p), 0};
+			int64_t cap = box.allowance[p] > 0 ? box.allowance[p]
+							   : tm_quota_implicit(limit, 2);
+			/* g0 serves 300 MB every 100 ms while its allowance
+			 * lasts (the answer that crosses it passes), g1 a tenth */
+			if (count[p] < cap)
+				count[p] += p == 0 ? step : step / 10;
+			assert_int_equal(tm_quota_report(q, name, "app:bytes", limit, hour, 0,
+							 count[p], box.allowance[p], t),
+					 APIM_OK);
+		}
+		tm_quota_allocate(q, t, collect, &box);
+		tm_quota_exhausted(q, t, on_exhausted, NULL);
+		assert_true(box.allowance[0] + box.allowance[1] <= limit);
+	}
+	/* the grants went past 32 bits, the key was used up and announced
+	 * until the end of the hour, the overshoot is at most one answer a
+	 * party */
+	assert_true(box.allowance[0] > INT32_MAX);
+	assert_int_equal(exhausted_until, hour);
+	int64_t used = tm_quota_used(q, "app:bytes", t, NULL);
+	assert_true(used >= limit);
+	assert_true(used <= limit + step + step / 10);
+	tm_quota_destroy(q);
+}
+
+/* A party stuck at a small implicit allowance (limit 3: 1 each) gets
+ * more once it reports what it refused. */
+static void test_demand_of_a_stuck_party(void **state)
+{
+	(void)state;
+	tm_quota *q = tm_quota_create();
+	grant_box box = {.window_start = 0};
+	assert_int_equal(tm_quota_implicit(3, 1), 1);
+	assert_int_equal(tm_quota_report(q, "g0", "custom:k", 3, WINDOW_MS, 0, 1, 0, 0), APIM_OK);
+	/* without the refusals the count says nothing more: no grant */
+	for (int64_t t = 100; t <= 500; t += 100) {
+		assert_int_equal(tm_quota_report(q, "g0", "custom:k", 3, WINDOW_MS, 0, 1, 0, t),
+				 APIM_OK);
+		tm_quota_allocate(q, t, collect, &box);
+	}
+	assert_int_equal(box.grants, 0);
+	/* with them, the rest of the quota */
+	for (int64_t t = 600, d = 1; t <= 1000; t += 100, d++) {
+		assert_int_equal(tm_quota_report_demand(q, "g0", "custom:k", 3, WINDOW_MS, 0, 1, d,
+							0, t),
+				 APIM_OK);
+		tm_quota_allocate(q, t, collect, &box);
+	}
+	assert_true(box.grants > 0);
+	assert_int_equal(box.allowance[0], 3);
+	assert_int_equal(tm_quota_report_demand(q, "g0", "custom:k", 3, WINDOW_MS, 0, 1, -1, 0,
+						1100),
+			 APIM_EINVAL);
+	tm_quota_destroy(q);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -402,6 +480,8 @@ int main(void)
 		cmocka_unit_test(test_restarted_traffic_manager_mid_window),
 		cmocka_unit_test(test_two_traffic_managers),
 		cmocka_unit_test(test_six_workers_slow_network),
+		cmocka_unit_test(test_byte_quota),
+		cmocka_unit_test(test_demand_of_a_stuck_party),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

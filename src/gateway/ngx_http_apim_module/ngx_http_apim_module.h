@@ -250,6 +250,9 @@ typedef struct {
     /* ngx_http_apim_throttle.c: "true" when a subscription policy with
      * stopOnQuotaReach false let the request pass over its limit */
     ngx_str_t                   throttled_out;
+    /* ngx_http_apim_throttle.c: the bandwidth limits that admitted the
+     * request, counted in the log phase (r->pool), or NULL */
+    void                       *throttle_bytes;
 } ngx_http_apim_ctx_t;
 
 
@@ -446,6 +449,9 @@ void ngx_http_apim_throttle_tick(ngx_log_t *log);
 /* the quota entries changed since the last call, for a usage event: a
  * malloc'd JSON array (NULL: none); *fallback: local limits in force */
 json_t *ngx_http_apim_throttle_report(ngx_uint_t *fallback);
+/* the log phase: the request's bytes into its bandwidth limits' keys */
+void ngx_http_apim_throttle_log(ngx_http_request_t *r,
+    ngx_http_apim_ctx_t *ctx);
 
 /* ngx_http_apim_feed.c: the per-worker background thread */
 extern ngx_http_apim_snap_t  *ngx_http_apim_current;   /* atomic */

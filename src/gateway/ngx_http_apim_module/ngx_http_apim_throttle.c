@@ -12,8 +12,16 @@
  * are not checked. An advanced policy's conditional groups (IP, IP range,
  * header, query parameter; invertCondition) are tried in order: the first
  * whose conditions all hold applies its limit on "<key>_condition_<i>",
- * else the default limit does (JWT claim conditions are not evaluated yet:
- * their group never applies). Bandwidth limits are not counted yet.
+ * else the default limit does (JWT claim conditions: the backend JWT's
+ * claims). Custom policies (level "custom", their Siddhi query parsed by
+ * apimd into "rule": trafficmanager/tm_custom.h) apply to every request
+ * whose variables satisfy their eligibility, on the key
+ * "custom:<policy>:<expanded key template>", refused with 900806.
+ * Bandwidth limits (BANDWIDTHLIMIT) count bytes instead of requests: the
+ * access check refuses once the window's bytes are spent, and the log
+ * phase (ngx_http_apim_throttle_log(), called by the usage module) adds
+ * the request's body (Content-Length) and the response body as sent; so
+ * the request that crosses the limit passes.
  *
  * Each worker (a party "<gatewayId>/<pid>" for the Traffic Manager) keeps
  * a table (key -> window, count, allowance, throttled until): the request
@@ -23,7 +31,9 @@
  * floor(limit / (2 N)), N the parties of the last heartbeat; with no
  * heartbeat for APIM_THROTTLE_FALLBACK_MS the worker falls back to local
  * limits, limit / N. A key the Traffic Manager declared throttled is
- * refused until then. Refused: 429, the level's fault code, Retry-After.
+ * refused until then. Refused: 429, the level's fault code, Retry-After;
+ * refusals at the cap are reported too ("denied"), so that the Traffic
+ * Manager sees the demand of a worker stuck at a small allowance.
  * A subscription policy with stopOnQuotaReach false lets the request pass
  * over its limit, marked ($apim_throttled_out).
  *
@@ -50,7 +60,24 @@
 #define APIM_LEVEL_SUBSCRIPTION   0
 #define APIM_LEVEL_APPLICATION    1
 #define APIM_LEVEL_ADVANCED       2
-#define APIM_LEVEL_N              3
+#define APIM_LEVEL_CUSTOM         3
+#define APIM_LEVEL_N              4
+
+#define APIM_THROTTLE_CUSTOM_MAX  16        /* custom policies applied */
+#define APIM_TENANT               "carbon.super"
+
+/* the variables of custom policies, as trafficmanager/tm_custom.c names
+ * them */
+#define APIM_VAR_USER             0
+#define APIM_VAR_API_CONTEXT      1
+#define APIM_VAR_API_VERSION      2
+#define APIM_VAR_RESOURCE_KEY     3
+#define APIM_VAR_APP_ID           4
+#define APIM_VAR_APP_TENANT       5
+#define APIM_VAR_API_TENANT       6
+#define APIM_VAR_CLIENT_IP        7
+#define APIM_VAR_API_NAME         8
+#define APIM_VAR_N                9
 
 
 /* one condition of an advanced policy's conditional group */
@@ -73,6 +100,7 @@ typedef struct {
     size_t                      nconds;
     int64_t                     amount;     /* 0: unlimited */
     int64_t                     window_ms;
+    ngx_uint_t                  bandwidth;  /* amount is bytes */
 } ngx_http_apim_group_t;
 
 
@@ -83,18 +111,55 @@ struct ngx_http_apim_limit_s {
     ngx_http_apim_limit_t      *next;
     ngx_uint_t                  level;
     const char                 *name;
-    int64_t                     amount;     /* requests per window; 0:
+    int64_t                     amount;     /* requests or bytes; 0:
                                                unlimited (groups only) */
     int64_t                     window_ms;
     ngx_uint_t                  stop;       /* stopOnQuotaReach */
     ngx_http_apim_group_t      *groups;     /* advanced: conditional */
     size_t                      ngroups;
+    ngx_uint_t                  bandwidth;  /* amount is bytes */
+};
+
+
+/* a custom policy: eligibility, key template, limit */
+typedef struct {
+    ngx_uint_t                  var;        /* APIM_VAR_* */
+    ngx_str_t                   value;
+} ngx_http_apim_ccond_t;
+
+typedef struct {
+    ngx_int_t                   var;        /* APIM_VAR_*, -1: text */
+    ngx_str_t                   text;
+} ngx_http_apim_seg_t;
+
+typedef struct ngx_http_apim_custom_s  ngx_http_apim_custom_t;
+
+struct ngx_http_apim_custom_s {
+    ngx_http_apim_custom_t     *next;
+    ngx_http_apim_limit_t       limit;      /* level custom */
+    ngx_http_apim_ccond_t      *conds;      /* all must hold */
+    size_t                      nconds;
+    ngx_http_apim_seg_t        *segs;       /* the key template */
+    size_t                      nsegs;
 };
 
 
 struct ngx_http_apim_limits_s {
     ngx_http_apim_limit_t      *buckets[APIM_THROTTLE_BUCKETS];
+    ngx_http_apim_custom_t     *customs;
+    ngx_uint_t                  ncustoms;
 };
+
+
+/* the bandwidth keys that admitted a request (ctx->throttle_bytes) */
+typedef struct {
+    ngx_uint_t                  n;
+    struct {
+        int64_t                 window_start;
+        size_t                  len;
+        u_char                  key[APIM_THROTTLE_KEY_MAX];
+    }                           keys[3];
+} ngx_http_apim_tbytes_t;
 
 
 /* one key of the worker's table; free when klen == 0 */
@@ -113,6 +178,9 @@ typedef struct {
     int64_t                     count;
     int64_t                     allowance;
     int64_t                     until;      /* throttled until (ms) */
+    int64_t                     denied;     /* refused at the cap: requests,
+                                               or bytes (estimated) */
+    int64_t                     last_bytes; /* bandwidth: the last request's */
 } ngx_http_apim_tkey_t;
 
 
@@ -162,8 +230,18 @@ static const ngx_http_apim_fault_t  ngx_http_apim_throttled_sub = {
     "You have exceeded your quota"
 };
 
+static const ngx_http_apim_fault_t  ngx_http_apim_throttled_custom = {
+    "900806", NGX_HTTP_TOO_MANY_REQUESTS, "Message throttled out",
+    "You have exceeded your quota"
+};
+
 static const char  *ngx_http_apim_level_names[APIM_LEVEL_N] = {
-    "subscription", "application", "advanced"
+    "subscription", "application", "advanced", "custom"
+};
+
+static const char  *ngx_http_apim_var_names[APIM_VAR_N] = {
+    "userId", "apiContext", "apiVersion", "resourceKey", "appId",
+    "appTenant", "apiTenant", "clientIp", "apiName"
 };
 
 
@@ -240,38 +318,73 @@ ngx_http_apim_unit_ms(const char *unit)
 }
 
 
-/* a request count limit: *amount (0: unlimited or not a request count)
- * and *window_ms */
+/* a request count or bandwidth limit: *amount (requests or bytes; 0:
+ * unlimited or another kind), *window_ms, *bandwidth */
 static void
-ngx_http_apim_limit_parse(json_t *lim, int64_t *amount, int64_t *window_ms)
+ngx_http_apim_limit_parse(json_t *lim, int64_t *amount, int64_t *window_ms,
+    ngx_uint_t *bandwidth)
 {
     json_t      *rc;
-    int64_t      n, unit_ms, unit_time;
-    const char  *type;
+    int64_t      n, unit_ms, unit_time, mult;
+    const char  *type, *du;
 
     *amount = 0;
     *window_ms = 0;
+    *bandwidth = 0;
+    mult = 1;
 
-    /* request counts only; bandwidth limits are not counted yet */
     type = ngx_http_apim_jstr(lim, "type");
-    if (type == NULL || ngx_strcmp(type, "REQUESTCOUNTLIMIT") != 0) {
+    if (type == NULL) {
         return;
     }
 
-    rc = json_object_get(lim, "requestCount");
-    n = json_integer_value(json_object_get(rc, "requestCount"));
+    if (ngx_strcmp(type, "REQUESTCOUNTLIMIT") == 0) {
+        rc = json_object_get(lim, "requestCount");
+        n = json_integer_value(json_object_get(rc, "requestCount"));
+
+        /* "Unlimited" (the reference stores 2147483647) is no limit */
+        if (n >= INT32_MAX) {
+            return;
+        }
+
+    } else if (ngx_strcmp(type, "BANDWIDTHLIMIT") == 0) {
+        rc = json_object_get(lim, "bandwidth");
+        n = json_integer_value(json_object_get(rc, "dataAmount"));
+        du = ngx_http_apim_jstr(rc, "dataUnit");
+
+        if (du == NULL) {
+            return;
+        }
+
+        if (ngx_strcmp(du, "KB") == 0) {
+            mult = 1024;
+
+        } else if (ngx_strcmp(du, "MB") == 0) {
+            mult = 1024 * 1024;
+
+        } else if (ngx_strcmp(du, "GB") == 0) {
+            mult = 1024 * 1024 * 1024;
+
+        } else {
+            return;
+        }
+
+    } else {
+        return;
+    }
+
     unit_ms = ngx_http_apim_unit_ms(ngx_http_apim_jstr(rc, "timeUnit"));
     unit_time = json_integer_value(json_object_get(rc, "unitTime"));
 
-    /* "Unlimited" (the reference stores 2147483647) is no limit */
-    if (n <= 0 || n >= INT32_MAX || unit_ms == 0 || unit_time <= 0
+    if (n <= 0 || n > INT64_MAX / mult || unit_ms == 0 || unit_time <= 0
         || unit_time > INT64_MAX / unit_ms)
     {
         return;
     }
 
-    *amount = n;
+    *amount = n * mult;
     *window_ms = unit_time * unit_ms;
+    *bandwidth = (mult != 1);
 }
 
 
@@ -413,7 +526,7 @@ ngx_http_apim_groups_build(ngx_http_apim_snap_t *s, ngx_http_apim_limit_t *l,
         conds = json_object_get(jg, "conditions");
 
         ngx_http_apim_limit_parse(json_object_get(jg, "limit"), &g->amount,
-                                  &g->window_ms);
+                                  &g->window_ms, &g->bandwidth);
 
         if (g->amount == 0 || json_array_size(conds) == 0
             || json_array_size(conds) > 64)
@@ -452,13 +565,183 @@ ngx_http_apim_groups_build(ngx_http_apim_snap_t *s, ngx_http_apim_limit_t *l,
 }
 
 
+static ngx_http_apim_limits_t *
+ngx_http_apim_limits_get(ngx_http_apim_snap_t *s)
+{
+    if (s->limits == NULL) {
+        s->limits = ngx_http_apim_alloc(s, sizeof(ngx_http_apim_limits_t));
+        if (s->limits == NULL) {
+            return NULL;
+        }
+        ngx_memzero(s->limits, sizeof(ngx_http_apim_limits_t));
+    }
+
+    return s->limits;
+}
+
+
+static ngx_int_t
+ngx_http_apim_var_index(const char *name, size_t len)
+{
+    ngx_int_t  i;
+
+    for (i = 0; i < APIM_VAR_N; i++) {
+        if (ngx_strlen(ngx_http_apim_var_names[i]) == len
+            && ngx_strncmp(ngx_http_apim_var_names[i], name, len) == 0)
+        {
+            return i;
+        }
+    }
+
+    return -1;
+}
+
+
+/*
+ * A custom policy from the data API's parsed "rule" (apimd parses the
+ * Siddhi query, trafficmanager/tm_custom.c): {"conditions": [{"field",
+ * "value"}], "limit", "windowMs", "keyTemplate"}. A policy without one (not
+ * deployed, or a query apim cannot read) does not reach the gateway.
+ */
+static ngx_int_t
+ngx_http_apim_custom_build(ngx_http_apim_snap_t *s, json_t *rule,
+    const char *name, ngx_log_t *log)
+{
+    size_t                   i, n, len;
+    json_t                  *conds, *jc;
+    int64_t                  limit, window_ms;
+    ngx_int_t                var;
+    const char              *tmpl, *p, *e, *field, *value;
+    ngx_http_apim_custom_t  *c;
+
+    limit = json_integer_value(json_object_get(rule, "limit"));
+    window_ms = json_integer_value(json_object_get(rule, "windowMs"));
+    tmpl = ngx_http_apim_jstr(rule, "keyTemplate");
+    conds = json_object_get(rule, "conditions");
+
+    if (limit <= 0 || window_ms <= 0 || tmpl == NULL || *tmpl == '\0'
+        || ngx_strlen(tmpl) > 1024 || json_array_size(conds) > 64)
+    {
+        return NGX_OK;
+    }
+
+    if (ngx_http_apim_limits_get(s) == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (s->limits->ncustoms == APIM_THROTTLE_CUSTOM_MAX) {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "apim: custom policy \"%s\" ignored: at most %d apply",
+                      name, APIM_THROTTLE_CUSTOM_MAX);
+        return NGX_OK;
+    }
+
+    c = ngx_http_apim_alloc(s, sizeof(ngx_http_apim_custom_t));
+    if (c == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(c, sizeof(ngx_http_apim_custom_t));
+
+    c->limit.level = APIM_LEVEL_CUSTOM;
+    c->limit.name = ngx_http_apim_strdup(s, name);
+    c->limit.amount = limit;
+    c->limit.window_ms = window_ms;
+    c->limit.stop = 1;
+
+    if (c->limit.name == NULL) {
+        return NGX_ERROR;
+    }
+
+    /* eligibility: field == value, all of them */
+    n = json_array_size(conds);
+    if (n) {
+        c->conds = ngx_http_apim_alloc(s, n * sizeof(ngx_http_apim_ccond_t));
+        if (c->conds == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    json_array_foreach(conds, i, jc) {
+        field = ngx_http_apim_jstr(jc, "field");
+        value = ngx_http_apim_jstr(jc, "value");
+        var = field ? ngx_http_apim_var_index(field, ngx_strlen(field)) : -1;
+
+        if (var < 0 || value == NULL) {
+            ngx_log_error(NGX_LOG_WARN, log, 0,
+                          "apim: custom policy \"%s\" ignored: unknown "
+                          "condition", name);
+            return NGX_OK;
+        }
+
+        c->conds[i].var = (ngx_uint_t) var;
+        c->conds[i].value.len = ngx_strlen(value);
+        c->conds[i].value.data = ngx_http_apim_strdup(s, value);
+        if (c->conds[i].value.data == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    c->nconds = n;
+
+    /* the key template: segments between ':', "$var" or text */
+    for (n = 1, p = tmpl; *p; p++) {
+        n += (*p == ':');
+    }
+
+    c->segs = ngx_http_apim_alloc(s, n * sizeof(ngx_http_apim_seg_t));
+    if (c->segs == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (p = tmpl, i = 0; i < n; i++) {
+        e = ngx_strchr(p, ':');
+        len = e ? (size_t) (e - p) : ngx_strlen(p);
+
+        c->segs[i].var = -1;
+
+        if (len > 1 && *p == '$') {
+            c->segs[i].var = ngx_http_apim_var_index(p + 1, len - 1);
+            if (c->segs[i].var < 0) {
+                ngx_log_error(NGX_LOG_WARN, log, 0,
+                              "apim: custom policy \"%s\" ignored: unknown "
+                              "key template variable \"%*s\"", name, len, p);
+                return NGX_OK;
+            }
+
+        } else {
+            c->segs[i].text.data = ngx_http_apim_alloc(s, len + 1);
+            if (c->segs[i].text.data == NULL) {
+                return NGX_ERROR;
+            }
+            ngx_memcpy(c->segs[i].text.data, p, len);
+            c->segs[i].text.len = len;
+        }
+
+        p = e ? e + 1 : p + len;
+    }
+
+    c->nsegs = n;
+
+    c->next = s->limits->customs;
+    s->limits->customs = c;
+    s->limits->ncustoms++;
+
+    ngx_log_debug4(NGX_LOG_DEBUG_HTTP, log, 0,
+                   "apim: custom policy \"%s\": %L per %L ms, key \"%s\"",
+                   name, limit, window_ms, tmpl);
+
+    return NGX_OK;
+}
+
+
 ngx_int_t
 ngx_http_apim_throttle_policy(ngx_http_apim_snap_t *s, json_t *pol,
     ngx_log_t *log)
 {
     json_t                 *doc, *groups;
     int64_t                 amount, window_ms;
-    ngx_uint_t              level, h;
+    ngx_uint_t              level, h, bandwidth;
     const char             *lv, *name;
     ngx_http_apim_limit_t  *l;
 
@@ -479,11 +762,16 @@ ngx_http_apim_throttle_policy(ngx_http_apim_snap_t *s, json_t *pol,
     }
 
     if (level == APIM_LEVEL_N) {
-        return NGX_OK;      /* custom policies: not yet */
+        return NGX_OK;
+    }
+
+    if (level == APIM_LEVEL_CUSTOM) {
+        return ngx_http_apim_custom_build(s, json_object_get(pol, "rule"),
+                                          name, log);
     }
 
     ngx_http_apim_limit_parse(json_object_get(doc, "defaultLimit"), &amount,
-                              &window_ms);
+                              &window_ms, &bandwidth);
     groups = (level == APIM_LEVEL_ADVANCED)
              ? json_object_get(doc, "conditionalGroups") : NULL;
 
@@ -491,12 +779,8 @@ ngx_http_apim_throttle_policy(ngx_http_apim_snap_t *s, json_t *pol,
         return NGX_OK;
     }
 
-    if (s->limits == NULL) {
-        s->limits = ngx_http_apim_alloc(s, sizeof(ngx_http_apim_limits_t));
-        if (s->limits == NULL) {
-            return NGX_ERROR;
-        }
-        ngx_memzero(s->limits, sizeof(ngx_http_apim_limits_t));
+    if (ngx_http_apim_limits_get(s) == NULL) {
+        return NGX_ERROR;
     }
 
     l = ngx_http_apim_alloc(s, sizeof(ngx_http_apim_limit_t));
@@ -512,6 +796,7 @@ ngx_http_apim_throttle_policy(ngx_http_apim_snap_t *s, json_t *pol,
     l->level = level;
     l->amount = amount;
     l->window_ms = window_ms;
+    l->bandwidth = bandwidth;
     l->stop = !json_is_false(json_object_get(doc, "stopOnQuotaReach"));
 
     if (ngx_http_apim_groups_build(s, l, groups, log) != NGX_OK) {
@@ -621,6 +906,7 @@ ngx_http_apim_tkey_window(ngx_http_apim_tkey_t *e, int64_t window_ms,
         e->window_start = ws;
         e->window_ms = window_ms;
         e->count = 0;
+        e->denied = 0;
         e->allowance = 0;
         e->granted = 0;
     }
@@ -694,6 +980,7 @@ typedef struct {
     int64_t                         amount;
     ngx_int_t                       group;
     ngx_uint_t                      over;
+    ngx_uint_t                      bandwidth;  /* counted in the log phase */
 } ngx_http_apim_tcheck_t;
 
 
@@ -910,6 +1197,7 @@ ngx_http_apim_tkey_check(ngx_http_request_t *r, ngx_http_apim_tcheck_t *c,
 {
     int64_t                retry, amount, window_ms;
     ngx_int_t              group;
+    ngx_uint_t             bandwidth;
     ngx_http_apim_tkey_t  *e;
 
     c->e = NULL;
@@ -926,10 +1214,12 @@ ngx_http_apim_tkey_check(ngx_http_request_t *r, ngx_http_apim_tcheck_t *c,
         len = ngx_sprintf(key + len, "_condition_%i", group) - key;
         amount = l->groups[group].amount;
         window_ms = l->groups[group].window_ms;
+        bandwidth = l->groups[group].bandwidth;
 
     } else {
         amount = l->amount;
         window_ms = l->window_ms;
+        bandwidth = l->bandwidth;
     }
 
     if (amount == 0) {
@@ -947,12 +1237,26 @@ ngx_http_apim_tkey_check(ngx_http_request_t *r, ngx_http_apim_tcheck_t *c,
     c->l = l;
     c->amount = amount;
     c->group = group;
+    c->bandwidth = bandwidth;
 
     if (e->until > now) {
         retry = e->until - now;
 
     } else if (e->count >= ngx_http_apim_cap(e, amount)) {
         retry = e->window_start + e->window_ms - now;
+
+        /* the Traffic Manager learns the demand from the refusals too
+         * (even of a key that admitted nothing yet) */
+        e->denied += bandwidth ? ngx_max(e->last_bytes, 1) : 1;
+        e->dirty = 1;
+
+        if (e->policy[0] == '\0') {
+            e->level = (uint8_t) l->level;
+            e->limit = amount;
+            e->group = (int16_t) group;
+            ngx_cpystrn((u_char *) e->policy, (u_char *) l->name,
+                        APIM_THROTTLE_POLICY_MAX);
+        }
 
     } else {
         return 0;
@@ -969,17 +1273,196 @@ ngx_http_apim_tkey_check(ngx_http_request_t *r, ngx_http_apim_tcheck_t *c,
 }
 
 
+/*
+ * The custom policies' variables for r: userId is the user with the
+ * tenant domain (alice@carbon.super), as the reference's; apiContext the
+ * API's context without the version; resourceKey the resource's throttle
+ * key "/ctx/ver/template:VERB"; clientIp the connection's address. buf
+ * holds what is built (user, resource key).
+ */
+static void
+ngx_http_apim_custom_vars(ngx_http_request_t *r, ngx_http_apim_ctx_t *ctx,
+    ngx_str_t *v, u_char *buf, size_t size)
+{
+    u_char  *p, *last, *sp;
+
+    p = buf;
+    last = buf + size;
+
+    ngx_memzero(v, APIM_VAR_N * sizeof(ngx_str_t));
+
+    v[APIM_VAR_USER] = ctx->user;
+    if (ctx->user.len
+        && ngx_strlchr(ctx->user.data, ctx->user.data + ctx->user.len, '@')
+           == NULL
+        && (size_t) (last - p) > ctx->user.len + sizeof(APIM_TENANT))
+    {
+        v[APIM_VAR_USER].data = p;
+        p = ngx_cpymem(p, ctx->user.data, ctx->user.len);
+        *p++ = '@';
+        p = ngx_cpymem(p, APIM_TENANT, sizeof(APIM_TENANT) - 1);
+        v[APIM_VAR_USER].len = p - v[APIM_VAR_USER].data;
+    }
+
+    v[APIM_VAR_API_CONTEXT] = ctx->api_context;
+    v[APIM_VAR_API_VERSION] = ctx->api_version;
+    v[APIM_VAR_APP_ID] = ctx->app_id;
+    ngx_str_set(&v[APIM_VAR_APP_TENANT], APIM_TENANT);
+    ngx_str_set(&v[APIM_VAR_API_TENANT], APIM_TENANT);
+    v[APIM_VAR_CLIENT_IP] = r->connection->addr_text;
+    v[APIM_VAR_API_NAME] = ctx->api_name;
+
+    sp = ngx_strlchr(ctx->resource.data, ctx->resource.data + ctx->resource.len,
+                     ' ');
+    if (sp != NULL
+        && (size_t) (last - p) > ctx->api_context.len + ctx->api_version.len
+                                 + ctx->resource.len + 2)
+    {
+        v[APIM_VAR_RESOURCE_KEY].data = p;
+        p = ngx_cpymem(p, ctx->api_context.data, ctx->api_context.len);
+        *p++ = '/';
+        p = ngx_cpymem(p, ctx->api_version.data, ctx->api_version.len);
+        p = ngx_cpymem(p, sp + 1,
+                       ctx->resource.data + ctx->resource.len - sp - 1);
+        *p++ = ':';
+        p = ngx_cpymem(p, ctx->resource.data, sp - ctx->resource.data);
+        v[APIM_VAR_RESOURCE_KEY].len = p - v[APIM_VAR_RESOURCE_KEY].data;
+    }
+}
+
+
+/* the throttle key of custom policy c for r: "custom:<policy>:<expanded
+ * key template>" (the prefix keeps it apart from the other levels' keys
+ * and other policies'); 0: c does not apply (not eligible, too long) */
+static size_t
+ngx_http_apim_custom_key(ngx_http_apim_ctx_t *ctx,
+    const ngx_http_apim_custom_t *c, const ngx_str_t *v, u_char *key)
+{
+    size_t            i, len;
+    u_char           *p;
+    const ngx_str_t  *x, *w;
+
+    for (i = 0; i < c->nconds; i++) {
+        x = &c->conds[i].value;
+        w = &v[c->conds[i].var];
+
+        if (w->len == x->len && ngx_strncmp(w->data, x->data, x->len) == 0) {
+            continue;
+        }
+
+        /* a user matches with or without the tenant domain */
+        if (c->conds[i].var == APIM_VAR_USER && ctx->user.len == x->len
+            && ngx_strncmp(ctx->user.data, x->data, x->len) == 0)
+        {
+            continue;
+        }
+
+        return 0;
+    }
+
+    len = sizeof("custom:") - 1 + ngx_strlen(c->limit.name) + 1;
+    for (i = 0; i < c->nsegs; i++) {
+        len += (c->segs[i].var >= 0 ? v[c->segs[i].var].len
+                                    : c->segs[i].text.len) + 1;
+    }
+
+    if (len > APIM_THROTTLE_KEY_MAX) {
+        return 0;
+    }
+
+    p = ngx_sprintf(key, "custom:%s:", c->limit.name);
+
+    for (i = 0; i < c->nsegs; i++) {
+        if (i > 0) {
+            *p++ = ':';
+        }
+
+        w = c->segs[i].var >= 0 ? &v[c->segs[i].var] : &c->segs[i].text;
+        p = ngx_cpymem(p, w->data, w->len);
+    }
+
+    return p - key;
+}
+
+
+/* an admitted request's bandwidth key, for the log phase */
+static ngx_int_t
+ngx_http_apim_bytes_note(ngx_http_request_t *r, ngx_http_apim_ctx_t *ctx,
+    const ngx_http_apim_tkey_t *e)
+{
+    ngx_http_apim_tbytes_t  *b;
+
+    b = ctx->throttle_bytes;
+
+    if (b == NULL) {
+        b = ngx_palloc(r->pool, sizeof(ngx_http_apim_tbytes_t));
+        if (b == NULL) {
+            return NGX_ERROR;
+        }
+        b->n = 0;
+        ctx->throttle_bytes = b;
+    }
+
+    if (b->n == sizeof(b->keys) / sizeof(b->keys[0])) {
+        return NGX_OK;
+    }
+
+    b->keys[b->n].window_start = e->window_start;
+    b->keys[b->n].len = e->klen;
+    ngx_memcpy(b->keys[b->n].key, e->key, e->klen);
+    b->n++;
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_apim_throttle_log(ngx_http_request_t *r, ngx_http_apim_ctx_t *ctx)
+{
+    off_t                    in, out;
+    ngx_uint_t               i;
+    ngx_http_apim_tkey_t    *e;
+    ngx_http_apim_tbytes_t  *b;
+
+    b = ctx->throttle_bytes;
+    ctx->throttle_bytes = NULL;
+
+    /* the bodies: the request's by its Content-Length, the response's as
+     * sent (as $body_bytes_sent) */
+    in = r->headers_in.content_length_n > 0 ? r->headers_in.content_length_n
+                                             : 0;
+    out = r->connection->sent - (off_t) r->header_size;
+    if (out < 0) {
+        out = 0;
+    }
+
+    for (i = 0; i < b->n; i++) {
+        e = ngx_http_apim_tkey_find(b->keys[i].key, b->keys[i].len, 0);
+
+        /* (a key whose window ended meanwhile starts the next at zero) */
+        if (e != NULL && e->window_start == b->keys[i].window_start) {
+            e->count += in + out;
+            e->last_bytes = in + out;
+            e->dirty = 1;
+        }
+    }
+}
+
+
 ngx_int_t
 ngx_http_apim_throttle_check(ngx_http_request_t *r, ngx_http_apim_ctx_t *ctx,
     const ngx_http_apim_snap_t *snap, const ngx_http_apim_fault_t **fault)
 {
     u_char                       key[APIM_THROTTLE_KEY_MAX + 1], *p, *sp;
+    u_char                       vbuf[APIM_THROTTLE_KEY_MAX * 2];
     size_t                       len;
     int64_t                      now, secs;
+    ngx_str_t                    vars[APIM_VAR_N];
     ngx_uint_t                   i, n;
     ngx_table_elt_t             *h;
     const ngx_http_apim_limit_t *l;
-    ngx_http_apim_tcheck_t       checks[3];
+    ngx_http_apim_custom_t      *c;
+    ngx_http_apim_tcheck_t       checks[3 + APIM_THROTTLE_CUSTOM_MAX];
     ngx_http_apim_refusal_t      ref;
 
     if (snap->limits == NULL || ngx_http_apim_tkeys == NULL) {
@@ -1082,6 +1565,24 @@ ngx_http_apim_throttle_check(ngx_http_request_t *r, ngx_http_apim_ctx_t *ctx,
                                  &ngx_http_apim_throttled_app, now, &ref);
     }
 
+    /* custom policies: every one applies to every request it finds
+     * eligible, under its key template */
+    if (snap->limits->customs != NULL) {
+        ngx_http_apim_custom_vars(r, ctx, vars, vbuf, sizeof(vbuf));
+
+        for (c = snap->limits->customs;
+             c != NULL && n < sizeof(checks) / sizeof(checks[0]);
+             c = c->next)
+        {
+            len = ngx_http_apim_custom_key(ctx, c, vars, key);
+            if (len) {
+                ngx_http_apim_tkey_check(r, &checks[n++], key, len, &c->limit,
+                                         &ngx_http_apim_throttled_custom, now,
+                                         &ref);
+            }
+        }
+    }
+
     if (ref.fault != NULL) {
         secs = (ref.retry_ms + 999) / 1000;
         if (secs < 1) {
@@ -1114,7 +1615,16 @@ ngx_http_apim_throttle_check(ngx_http_request_t *r, ngx_http_apim_ctx_t *ctx,
             continue;
         }
 
-        checks[i].e->count++;
+        if (checks[i].bandwidth) {
+            /* bytes: counted when they are known, in the log phase */
+            if (ngx_http_apim_bytes_note(r, ctx, checks[i].e) != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+        } else {
+            checks[i].e->count++;
+        }
+
         checks[i].e->dirty = 1;
         checks[i].e->level = (uint8_t) checks[i].l->level;
         checks[i].e->limit = checks[i].amount;
@@ -1307,6 +1817,7 @@ ngx_http_apim_tmsg_apply(ngx_http_apim_tmsg_t *m, int64_t now)
             e->window_start = m->items[i].window_start;
             e->window_ms = m->items[i].window_ms;
             e->count = 0;
+            e->denied = 0;
             e->allowance = 0;
             e->granted = 0;
             e->limit = m->items[i].limit;
@@ -1431,6 +1942,11 @@ ngx_http_apim_throttle_report(ngx_uint_t *fallback)
 
         if (e->group >= 0) {
             json_object_set_new(o, "group", json_integer(e->group));
+        }
+
+        if (e->denied > 0) {
+            json_object_set_new(o, "denied",
+                                json_integer((json_int_t) e->denied));
         }
 
         if (json_array_append_new(a, o) != 0) {

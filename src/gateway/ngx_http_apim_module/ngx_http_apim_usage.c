@@ -211,13 +211,18 @@ ngx_http_apim_usage_handler(ngx_http_request_t *r)
     ngx_http_apim_usage_buf_t   *b;
     ngx_http_apim_usage_entry_t *e;
 
-    b = ngx_http_apim_usage_cur;
-    if (b == NULL) {
+    ctx = ngx_http_get_module_ctx(r->main, ngx_http_apim_module);
+    if (ctx == NULL || ctx->api_id.len == 0) {
         return NGX_OK;
     }
 
-    ctx = ngx_http_get_module_ctx(r->main, ngx_http_apim_module);
-    if (ctx == NULL || ctx->api_id.len == 0) {
+    if (ctx->throttle_bytes != NULL && r == r->main) {
+        /* bandwidth limits (ngx_http_apim_throttle.c) */
+        ngx_http_apim_throttle_log(r, ctx);
+    }
+
+    b = ngx_http_apim_usage_cur;
+    if (b == NULL) {
         return NGX_OK;
     }
 
