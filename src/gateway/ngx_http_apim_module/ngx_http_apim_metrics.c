@@ -34,7 +34,8 @@
 #include <signal.h>
 
 
-#define APIM_METRICS_WORKERS     64
+/* gateway.workers allows 256; old and new workers overlap in a reload */
+#define APIM_METRICS_WORKERS     512
 #define APIM_METRICS_TEXT_MAX    (16 * 1024)
 #define APIM_METRICS_TIMER_MS    250
 
@@ -614,7 +615,7 @@ ngx_http_apim_metrics_postconf(ngx_conf_t *cf)
     ngx_http_handler_pt        *h;
     ngx_http_core_main_conf_t  *cmcf;
 
-    zone = ngx_shared_memory_add(cf, &name, 16 * ngx_pagesize,
+    zone = ngx_shared_memory_add(cf, &name, 32 * ngx_pagesize,
                                  &ngx_http_apim_metrics_module);
     if (zone == NULL) {
         return NGX_ERROR;
