@@ -11,7 +11,8 @@ which renders /_apim/metrics on the gateway's listener for 127.0.0.1 only
 (gateway.metrics_allow): the data feed's numbers, usage events, and the
 Traffic Manager fallback gauge that goes to 1 when the Traffic Manager is
 killed and back to 0 when one runs again. A gateway whose
-gateway.metrics_allow leaves 127.0.0.1 out answers it 403.
+gateway.metrics_allow leaves 127.0.0.1 out answers it 403, and a value that
+is not addresses or CIDR ranges stops apimd at start.
 
 Needs APIM_NGINX_MODULE (or the module next to apimd), nginx and, for the
 cluster, nats-server.
@@ -399,6 +400,23 @@ class ClusterMetricsTest(unittest.TestCase):
         status, _, body = scrape(g.port)
         self.assertEqual(status, 403)
         self.assertNotIn("apim_gateway", body)
+
+
+class MetricsAllowConfigTest(unittest.TestCase):
+
+    def test_bad_address_is_refused_at_start(self):
+        tmp = tempfile.mkdtemp(prefix="apimtest-metrics-conf-")
+        try:
+            path = apimtest.write_conf(os.path.join(tmp, "apim.conf"), {
+                "server": {"home": os.path.join(tmp, "home")}})
+            for bad in ("10.0.0.0/33", "127.0.0.1; allow all", "localhost"):
+                r = apimtest.run_apimd(["--profile", "gateway", "--config", path],
+                                       env={"APIM_GATEWAY_METRICS_ALLOW": bad}, timeout=20)
+                self.assertEqual(r.returncode, 2, r.stderr)
+                self.assertIn("APIM_GATEWAY_METRICS_ALLOW", r.stderr)
+                self.assertIn("CIDR", r.stderr)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
