@@ -1,5 +1,6 @@
 #include "common/config.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <stddef.h>
@@ -84,6 +85,39 @@ static const char *valid_nats_url(const config_key *k, const char *s, int64_t i)
 	if (*s == '\0' || strncmp(s, "nats://", 7) == 0 || strncmp(s, "tls://", 6) == 0)
 		return NULL;
 	return "must be empty or a nats://host:port URL";
+}
+
+/* Addresses or CIDR ranges (IPv4, IPv6), separated by commas or spaces. */
+static const char *valid_cidr_list(const config_key *k, const char *s, int64_t i)
+{
+	(void)k;
+	(void)i;
+	while (*s) {
+		size_t n = strcspn(s, ", ");
+		if (n > 0) {
+			char item[64], *slash;
+			if (n >= sizeof(item))
+				return "must be addresses or CIDR ranges (127.0.0.1, 10.0.0.0/8, ::1)";
+			memcpy(item, s, n);
+			item[n] = '\0';
+			unsigned char addr[16];
+			int v6 = strchr(item, ':') != NULL;
+			long bits = -1;
+			slash = strchr(item, '/');
+			if (slash != NULL) {
+				char *end;
+				*slash = '\0';
+				bits = strtol(slash + 1, &end, 10);
+				if (slash[1] == '\0' || *end != '\0' || bits < 0 || bits > (v6 ? 128 : 32))
+					return "must be addresses or CIDR ranges (127.0.0.1, 10.0.0.0/8, ::1)";
+			}
+			if (inet_pton(v6 ? AF_INET6 : AF_INET, item, addr) != 1)
+				return "must be addresses or CIDR ranges (127.0.0.1, 10.0.0.0/8, ::1)";
+		}
+		s += n;
+		s += strspn(s, ", ");
+	}
+	return NULL;
 }
 
 static const char *valid_password(const config_key *k, const char *s, int64_t i)
@@ -209,6 +243,11 @@ static const config_key config_keys[] = {
 	 "Send a signed JWT describing the caller to the backend (`X-JWT-Assertion`) and serve "
 	 "its public key at `/jwks` on the gateway. The RSA key is generated on first start "
 	 "into `<server.home>/gateway/backend-jwt.pem` (mode 0600)."},
+	{"gateway", "metrics_allow", CFG_STRING, OFF(gateway_metrics_allow), "127.0.0.1, ::1", 0, 0,
+	 valid_cidr_list,
+	 "Addresses and CIDR ranges (comma-separated) that may read the gateway's Prometheus "
+	 "metrics at `/_apim/metrics` on its listeners; others get 403. Empty: the gateway "
+	 "serves no metrics."},
 	{"log", "level", CFG_STRING, OFF(log_level), "info", 0, 0, valid_log_level,
 	 "Least severe level written: debug, info, warn, error."},
 	{"log", "format", CFG_STRING, OFF(log_format), "json", 0, 0, valid_log_format,

@@ -68,6 +68,7 @@ typedef struct apim_config {
 	int64_t gateway_backend_keepalive;
 	char *gateway_backend_ca_file;
 	int64_t gateway_backend_jwt;
+	char *gateway_metrics_allow;
 	/* [log] */
 	char *log_level;
 	char *log_format;

@@ -390,6 +390,22 @@ static char *gw_render(const apim_config *cfg, const char *so, size_t solen)
 		fprintf(f, "        location = /jwks {\n"
 			   "            apim_jwks;\n"
 			   "        }\n");
+	/* Prometheus metrics, from gateway.metrics_allow only (validated:
+	 * addresses and CIDR ranges) */
+	if (*cfg->gateway_metrics_allow && gw_module_knows(so, solen, "apim_metrics")) {
+		fprintf(f, "        location = /_apim/metrics {\n"
+			   "            apim_metrics;\n");
+		for (const char *p = cfg->gateway_metrics_allow; *p;) {
+			size_t n = strcspn(p, ", ");
+			if (n > 0)
+				fprintf(f, "            allow %.*s;\n", (int)n, p);
+			p += n;
+			p += strspn(p, ", ");
+		}
+		fprintf(f, "            deny all;\n"
+			   "            access_log off;\n"
+			   "        }\n");
+	}
 	fprintf(f, "        location / {\n"
 		   "            apim_gateway on;\n");
 	if (balancer) {

@@ -473,6 +473,8 @@ ngx_http_apim_get(CURL *curl, const char *path, ngx_http_apim_buf_t *b,
         return NGX_ERROR;
     }
 
+    ngx_http_apim_metrics_gauge(APIM_GAUGE_SYNCED, (int64_t) time(NULL));
+
     if (ngx_http_apim_cp_down) {
         ngx_log_error(NGX_LOG_NOTICE, log, 0,
                       "apim: control plane \"%s\" answers again; full "
@@ -740,6 +742,7 @@ ngx_http_apim_fetch(CURL *curl, ngx_log_t *log)
     ngx_http_apim_need_full = 0;
 
     ngx_http_apim_publish(fresh);
+    ngx_http_apim_metrics_add(APIM_METRIC_FULL_SYNCS, 1);
     t2 = ngx_http_apim_now_ms();
     cpu = ngx_http_apim_cpu_ms() - cpu;
     ngx_http_apim_cache_close(b.fd, tmp, 1, log);
@@ -839,6 +842,7 @@ ngx_http_apim_fetch_delta(CURL *curl, ngx_log_t *log)
 
         } else {
             ngx_http_apim_publish(fresh);
+            ngx_http_apim_metrics_add(APIM_METRIC_DELTAS, 1);
             t2 = ngx_http_apim_now_ms();
             ngx_http_apim_journal(b.data, b.len, log);
 
@@ -1065,6 +1069,11 @@ ngx_http_apim_feed_main(void *arg)
         }
 
         ngx_http_apim_reap(0);
+
+        if (ngx_http_apim_hub_url != NULL) {
+            ngx_http_apim_metrics_gauge(APIM_GAUGE_EVENT_HUB, nc != NULL
+                && natsConnection_Status(nc) == NATS_CONN_STATUS_CONNECTED);
+        }
 
         clock_gettime(CLOCK_REALTIME, &deadline);
         deadline.tv_nsec += APIM_POLL_MS * 1000000L;

@@ -453,6 +453,32 @@ json_t *ngx_http_apim_throttle_report(ngx_uint_t *fallback);
 void ngx_http_apim_throttle_log(ngx_http_request_t *r,
     ngx_http_apim_ctx_t *ctx);
 
+/*
+ * ngx_http_apim_metrics.c: counters and per-worker gauges in a shared
+ * memory zone, summed over the workers by apim_metrics (Prometheus). Any
+ * thread of a worker may call these; atomic, no lock, no-ops without the
+ * zone.
+ */
+#define APIM_METRIC_PROXIED         0   /* requests a backend answered */
+#define APIM_METRIC_UPSTREAM_FAILED 1   /* no endpoint answered (502, 504) */
+#define APIM_METRIC_OTHER           2   /* neither proxied nor a fault */
+#define APIM_METRIC_FAILOVERS       3   /* tries after the first */
+#define APIM_METRIC_FULL_SYNCS      4   /* full snapshots loaded */
+#define APIM_METRIC_DELTAS          5   /* deltas applied */
+#define APIM_METRIC_USAGE_PUBLISHED 6   /* usage windows published */
+#define APIM_METRIC_USAGE_LOST      7   /* usage windows lost (no NATS) */
+#define APIM_METRIC_USAGE_DROPPED   8   /* requests left out of an event */
+#define APIM_METRIC_FALLBACKS       9   /* Traffic Manager lost */
+#define APIM_METRIC_N               10
+
+#define APIM_GAUGE_SYNCED           0   /* control plane last answered, s */
+#define APIM_GAUGE_EVENT_HUB        1   /* NATS connected 0/1; -1: none */
+#define APIM_GAUGE_FALLBACK         2   /* local rate limits 0/1 */
+#define APIM_GAUGE_N                3
+
+void ngx_http_apim_metrics_add(ngx_uint_t counter, uint64_t n);
+void ngx_http_apim_metrics_gauge(ngx_uint_t gauge, int64_t value);
+
 /* ngx_http_apim_feed.c: the per-worker background thread */
 extern ngx_http_apim_snap_t  *ngx_http_apim_current;   /* atomic */
 ngx_int_t ngx_http_apim_init_process(ngx_cycle_t *cycle);
@@ -462,5 +488,6 @@ ngx_msec_t ngx_http_apim_now_ms(void);
 extern ngx_module_t  ngx_http_apim_module;
 extern ngx_module_t  ngx_http_apim_jwks_module;
 extern ngx_module_t  ngx_http_apim_burst_module;
+extern ngx_module_t  ngx_http_apim_metrics_module;
 
 #endif /* NGX_HTTP_APIM_MODULE_H */

@@ -1868,6 +1868,8 @@ ngx_http_apim_throttle_tick(ngx_log_t *log)
 
     if (fallback != ngx_http_apim_fallback) {
         ngx_http_apim_fallback = fallback;
+        ngx_http_apim_metrics_gauge(APIM_GAUGE_FALLBACK, fallback);
+        ngx_http_apim_metrics_add(APIM_METRIC_FALLBACKS, fallback);
 
         if (fallback) {
             ngx_log_error(NGX_LOG_WARN, log, 0,
@@ -1992,6 +1994,7 @@ ngx_http_apim_throttle_init_process(ngx_cycle_t *cycle, const char *url,
     ngx_http_apim_last_beat = 0;
     ngx_http_apim_started = ngx_http_apim_throttle_now();
     ngx_http_apim_fallback = (url == NULL);
+    ngx_http_apim_metrics_gauge(APIM_GAUGE_FALLBACK, url == NULL);
     ngx_http_apim_last_sweep = 0;
 
     if (url == NULL) {

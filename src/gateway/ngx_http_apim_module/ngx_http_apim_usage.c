@@ -599,6 +599,10 @@ ngx_http_apim_usage_main(void *arg)
                 ngx_http_apim_usage_publish(nc, b, log);
             }
 
+            ngx_http_apim_metrics_add(nc != NULL ? APIM_METRIC_USAGE_PUBLISHED
+                                                 : APIM_METRIC_USAGE_LOST, 1);
+            ngx_http_apim_metrics_add(APIM_METRIC_USAGE_DROPPED, b->dropped);
+
             ngx_http_apim_usage_buf_clear(b);
             __atomic_store_n(&ngx_http_apim_usage_empty, b, __ATOMIC_RELEASE);
         }
