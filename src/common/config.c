@@ -1,5 +1,6 @@
 #include "common/config.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <stddef.h>
@@ -68,6 +69,45 @@ static const char *valid_master_key(const config_key *k, const char *s, int64_t 
 	unsigned char *b = apim_base64_decode(s, strlen(s), &n);
 	free(b);
 	return b != NULL && n == 32 ? NULL : "must be 32 bytes in base64 (openssl rand -base64 32)";
+}
+
+/* gateway.trusted_proxies: addresses and CIDR ranges, separated by commas
+ * or spaces (they become nginx's set_real_ip_from lines: nothing else may
+ * pass). */
+static const char *valid_cidr_list(const config_key *k, const char *s, int64_t i)
+{
+	(void)k;
+	(void)i;
+	const char *msg = "must be IP addresses or CIDR ranges separated by commas";
+	if (strlen(s) > 4096)
+		return msg;
+	while (*s) {
+		char item[64];
+		size_t n = strcspn(s, ", \t");
+		if (n >= sizeof(item))
+			return msg;
+		memcpy(item, s, n);
+		item[n] = '\0';
+		s += n;
+		s += strspn(s, ", \t");
+		if (n == 0)
+			continue;
+		char *slash = strchr(item, '/');
+		if (slash) {
+			*slash = '\0';
+			const char *b = slash + 1;
+			if (*b == '\0' || strlen(b) > 3 || strspn(b, "0123456789") != strlen(b))
+				return msg;
+		}
+		unsigned char bin[16];
+		int v4 = inet_pton(AF_INET, item, bin) == 1;
+		int v6 = !v4 && inet_pton(AF_INET6, item, bin) == 1;
+		if (!v4 && !v6)
+			return msg;
+		if (slash && atoi(slash + 1) > (v4 ? 32 : 128))
+			return msg;
+	}
+	return NULL;
 }
 
 static const char *valid_nonempty(const config_key *k, const char *s, int64_t i)
@@ -199,6 +239,13 @@ static const config_key config_keys[] = {
 	{"gateway", "user", CFG_STRING, OFF(gateway_user), "", 0, 0, NULL,
 	 "User the nginx workers run as when apimd runs as root (they read and write "
 	 "`<server.home>/gateway/cache`). Empty: the owner of `server.home`."},
+	{"gateway", "trusted_proxies", CFG_STRING, OFF(gateway_trusted_proxies), "", 0, 0,
+	 valid_cidr_list,
+	 "Addresses and CIDR ranges (comma-separated) of the load balancers or proxies in front "
+	 "of the gateway. A request from one of them is attributed to the client address in its "
+	 "`X-Forwarded-For` (the rightmost one that is not itself trusted; nginx's realip "
+	 "module), for blocking conditions, IP conditions, custom policies' `$clientIp` and the "
+	 "access log. Empty: trust nobody, the connection's address counts."},
 	{"gateway", "backend_keepalive", CFG_INT, OFF(gateway_backend_keepalive), "64", 1, 10000,
 	 NULL, "Idle connections to the backends (API endpoints) each nginx worker keeps open "
 	       "for reuse (`keepalive` of the rendered `upstream apim_backend`)."},
