@@ -71,45 +71,6 @@ static const char *valid_master_key(const config_key *k, const char *s, int64_t 
 	return b != NULL && n == 32 ? NULL : "must be 32 bytes in base64 (openssl rand -base64 32)";
 }
 
-/* gateway.trusted_proxies: addresses and CIDR ranges, separated by commas
- * or spaces (they become nginx's set_real_ip_from lines: nothing else may
- * pass). */
-static const char *valid_cidr_list(const config_key *k, const char *s, int64_t i)
-{
-	(void)k;
-	(void)i;
-	const char *msg = "must be IP addresses or CIDR ranges separated by commas";
-	if (strlen(s) > 4096)
-		return msg;
-	while (*s) {
-		char item[64];
-		size_t n = strcspn(s, ", \t");
-		if (n >= sizeof(item))
-			return msg;
-		memcpy(item, s, n);
-		item[n] = '\0';
-		s += n;
-		s += strspn(s, ", \t");
-		if (n == 0)
-			continue;
-		char *slash = strchr(item, '/');
-		if (slash) {
-			*slash = '\0';
-			const char *b = slash + 1;
-			if (*b == '\0' || strlen(b) > 3 || strspn(b, "0123456789") != strlen(b))
-				return msg;
-		}
-		unsigned char bin[16];
-		int v4 = inet_pton(AF_INET, item, bin) == 1;
-		int v6 = !v4 && inet_pton(AF_INET6, item, bin) == 1;
-		if (!v4 && !v6)
-			return msg;
-		if (slash && atoi(slash + 1) > (v4 ? 32 : 128))
-			return msg;
-	}
-	return NULL;
-}
-
 static const char *valid_nonempty(const config_key *k, const char *s, int64_t i)
 {
 	(void)k;
@@ -124,6 +85,39 @@ static const char *valid_nats_url(const config_key *k, const char *s, int64_t i)
 	if (*s == '\0' || strncmp(s, "nats://", 7) == 0 || strncmp(s, "tls://", 6) == 0)
 		return NULL;
 	return "must be empty or a nats://host:port URL";
+}
+
+/* Addresses or CIDR ranges (IPv4, IPv6), separated by commas or spaces. */
+static const char *valid_cidr_list(const config_key *k, const char *s, int64_t i)
+{
+	(void)k;
+	(void)i;
+	while (*s) {
+		size_t n = strcspn(s, ", ");
+		if (n > 0) {
+			char item[64], *slash;
+			if (n >= sizeof(item))
+				return "must be addresses or CIDR ranges (127.0.0.1, 10.0.0.0/8, ::1)";
+			memcpy(item, s, n);
+			item[n] = '\0';
+			unsigned char addr[16];
+			int v6 = strchr(item, ':') != NULL;
+			long bits = -1;
+			slash = strchr(item, '/');
+			if (slash != NULL) {
+				char *end;
+				*slash = '\0';
+				bits = strtol(slash + 1, &end, 10);
+				if (slash[1] == '\0' || *end != '\0' || bits < 0 || bits > (v6 ? 128 : 32))
+					return "must be addresses or CIDR ranges (127.0.0.1, 10.0.0.0/8, ::1)";
+			}
+			if (inet_pton(v6 ? AF_INET6 : AF_INET, item, addr) != 1)
+				return "must be addresses or CIDR ranges (127.0.0.1, 10.0.0.0/8, ::1)";
+		}
+		s += n;
+		s += strspn(s, ", ");
+	}
+	return NULL;
 }
 
 static const char *valid_password(const config_key *k, const char *s, int64_t i)

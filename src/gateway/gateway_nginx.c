@@ -249,13 +249,13 @@ static int gw_trusted_proxies(FILE *f, const apim_config *cfg)
 	const char *s = cfg->gateway_trusted_proxies;
 	int n = 0;
 	while (*s) {
-		size_t len = strcspn(s, ", \t");
+		size_t len = strcspn(s, ", ");
 		if (len > 0) {
 			fprintf(f, "    set_real_ip_from %.*s;\n", (int)len, s);
 			n++;
 		}
 		s += len;
-		s += strspn(s, ", \t");
+		s += strspn(s, ", ");
 	}
 	if (n == 0)
 		return 0;
