@@ -428,6 +428,21 @@ class TrustedProxyBlockTest(unittest.TestCase):
         self.addCleanup(lambda: self.srv.client().delete(DENY1 + cid))
         return cid
 
+    def test_rendered_and_checked(self):
+        conf = open(os.path.join(self.srv.home, "gateway", "nginx.conf")).read()
+        self.assertIn("set_real_ip_from 127.0.0.1;", conf)
+        self.assertIn("real_ip_recursive on;", conf)
+        # anything but addresses and CIDR ranges is refused before nginx
+        # sees it (the value becomes nginx.conf text)
+        for bad in ("127.0.0.1; allow all", "10.0.0.0/33", "example.com"):
+            g = gp.GatewayProc({"gateway": {"trusted_proxies": bad}})
+            self.addCleanup(g.close)
+            r = apimtest.run_apimd(["--profile", "gateway", "--config", g.conf_path],
+                                   timeout=30)
+            self.assertNotEqual(r.returncode, 0, r.stderr)
+            self.assertIn("gateway.trusted_proxies", r.stderr)
+            self.assertNotIn("ready in", r.stdout)
+
     def test_client_address_from_the_trusted_proxy_only(self):
         backend = self.start_backend()
         name, token = self.deploy_subscribe_token({
