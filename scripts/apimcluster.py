@@ -638,6 +638,7 @@ class ApimNode(Node):
             "GATEWAY_LABEL": "Default", "GATEWAY_WORKERS": c.gateway_workers,
             "GATEWAY_USER": "nobody" if is_root() else "",
             "MODULE_PATH": c.module or "",
+            "TRUSTED_PROXIES": "127.0.0.1",     # the load balancer's address
             "LOG_FORMAT": c.log_format,
         }
         text = merge_conf_text(render(self.template, values),

@@ -233,6 +233,13 @@ static const config_key config_keys[] = {
 	{"gateway", "user", CFG_STRING, OFF(gateway_user), "", 0, 0, NULL,
 	 "User the nginx workers run as when apimd runs as root (they read and write "
 	 "`<server.home>/gateway/cache`). Empty: the owner of `server.home`."},
+	{"gateway", "trusted_proxies", CFG_STRING, OFF(gateway_trusted_proxies), "", 0, 0,
+	 valid_cidr_list,
+	 "Addresses and CIDR ranges (comma-separated) of the load balancers or proxies in front "
+	 "of the gateway. A request from one of them is attributed to the client address in its "
+	 "`X-Forwarded-For` (the rightmost one that is not itself trusted; nginx's realip "
+	 "module), for blocking conditions, IP conditions, custom policies' `$clientIp` and the "
+	 "access log. Empty: trust nobody, the connection's address counts."},
 	{"gateway", "backend_keepalive", CFG_INT, OFF(gateway_backend_keepalive), "64", 1, 10000,
 	 NULL, "Idle connections to the backends (API endpoints) each nginx worker keeps open "
 	       "for reuse (`keepalive` of the rendered `upstream apim_backend`)."},

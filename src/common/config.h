@@ -65,6 +65,7 @@ typedef struct apim_config {
 	char *gateway_nginx_binary;
 	char *gateway_module_path;
 	char *gateway_user;
+	char *gateway_trusted_proxies;
 	int64_t gateway_backend_keepalive;
 	char *gateway_backend_ca_file;
 	int64_t gateway_backend_jwt;

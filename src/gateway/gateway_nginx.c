@@ -236,6 +236,38 @@ static void gw_check_reachable(const char *dir, uid_t uid, gid_t gid, const char
 }
 
 /* Renders the whole configuration into a malloc'ed string. */
+/*
+ * gateway.trusted_proxies as nginx's realip module takes it: a request from
+ * one of them is the client's in X-Forwarded-For (the rightmost address not
+ * trusted itself), for the module (blocking, IP conditions, $clientIp) and
+ * the access log. The backend's X-Forwarded-For then is the one received
+ * with the peer (the proxy) appended, not the client twice. Returns 1 when
+ * something was trusted. The entries were checked by the config's validator.
+ */
+static int gw_trusted_proxies(FILE *f, const apim_config *cfg)
+{
+	const char *s = cfg->gateway_trusted_proxies;
+	int n = 0;
+	while (*s) {
+		size_t len = strcspn(s, ", ");
+		if (len > 0) {
+			fprintf(f, "    set_real_ip_from %.*s;\n", (int)len, s);
+			n++;
+		}
+		s += len;
+		s += strspn(s, ", ");
+	}
+	if (n == 0)
+		return 0;
+	fprintf(f, "    real_ip_header X-Forwarded-For;\n"
+		   "    real_ip_recursive on;\n"
+		   "    map $http_x_forwarded_for $apim_forwarded_for {\n"
+		   "        \"\" $realip_remote_addr;\n"
+		   "        default \"$http_x_forwarded_for, $realip_remote_addr\";\n"
+		   "    }\n");
+	return 1;
+}
+
 static char *gw_render(const apim_config *cfg, const char *so, size_t solen)
 {
 	char *buf = NULL;
@@ -376,6 +408,8 @@ static char *gw_render(const apim_config *cfg, const char *so, size_t solen)
 			   "    }\n",
 			(long long)cfg->gateway_backend_keepalive);
 
+	int trusted = gw_trusted_proxies(f, cfg);
+
 	fprintf(f, "    server {\n");
 	fprintf(f, "        listen %s:%d;\n", gw_listen_host(cfg), http_port);
 	if (tls) {
@@ -426,11 +460,12 @@ static char *gw_render(const apim_config *cfg, const char *so, size_t solen)
 	}
 	fprintf(f, "            proxy_http_version 1.1;\n"
 		   "            proxy_set_header Connection \"\";\n"
-		   "            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n"
+		   "            proxy_set_header X-Forwarded-For %s;\n"
 		   "            proxy_set_header X-Forwarded-Proto $scheme;\n"
 		   "        }\n"
 		   "    }\n"
-		   "}\n");
+		   "}\n",
+		trusted ? "$apim_forwarded_for" : "$proxy_add_x_forwarded_for");
 	if (fclose(f) != 0) {
 		free(buf);
 		return NULL;

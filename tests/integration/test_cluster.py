@@ -419,6 +419,67 @@ class ClusterEndToEndTest(ClusterCase):
         self.assertTrue(wait_for(lambda: call(self.cluster.gateway_url, self.path,
                                               fresh)[0] == 200, 10))
 
+    # -- 5: the client's address behind the load balancer ---------------------
+
+    def test_5_ip_blocking_condition_on_the_client_behind_the_load_balancer(self):
+        c = self.cluster
+        r = apimtest.Client(self.cp1.url).post(
+            "/oauth2/token", data="grant_type=client_credentials", content_type=FORM,
+            headers={"Authorization": gp.basic(self.keys["consumerKey"],
+                                               self.keys["consumerSecret"])})
+        self.assertEqual(r.status, 200, r)
+        token = r.json["access_token"]
+        lb = urllib.parse.urlsplit(c.gateway_url)
+
+        def call_from(source, url_port, path, xff=None):
+            h = {"Authorization": "Bearer " + token}
+            if xff:
+                h["X-Forwarded-For"] = xff
+            conn = http.client.HTTPConnection("127.0.0.1", url_port, timeout=10,
+                                              source_address=(source, 0))
+            try:
+                conn.request("GET", path, headers=h)
+                resp = conn.getresponse()
+                try:
+                    return resp.status, json.loads(resp.read())
+                except ValueError:
+                    return resp.status, None
+            finally:
+                conn.close()
+
+        r = self.admin(self.cp1).post("/api/am/admin/v4/throttling/deny-policies", json={
+            "conditionType": "IP", "conditionValue": {"fixedIp": "127.0.0.5", "invert": False},
+            "conditionStatus": True})
+        self.assertEqual(r.status, 201, r)
+        cid = r.json["conditionId"]
+        try:
+            # each gateway has the condition (asked by the trusted address)
+            for g in self.gws:
+                port = urllib.parse.urlsplit(g.url).port
+                self.assertTrue(wait_for(lambda: call_from("127.0.0.1", port, self.path,
+                                                           "127.0.0.5")[0] == 429, 10), g.name)
+            marker = pt.uniq("realip")
+            seen = {}
+            for source in ("127.0.0.5", "127.0.0.6"):
+                for i in range(6):
+                    # a forged X-Forwarded-For changes nothing at the load balancer
+                    status, js = call_from(source, lb.port, "%s?m=%s-%s-%d" % (
+                        self.path, marker, source, i), "127.0.0.9")
+                    seen.setdefault(source, []).append(
+                        (status, (js or {}).get("code") if status != 200 else None))
+            self.assertEqual(seen["127.0.0.5"], [(429, "900805")] * 6, seen)
+            self.assertEqual(seen["127.0.0.6"], [(200, None)] * 6, seen)
+            # both gateways refused 127.0.0.5 and served 127.0.0.6, and log
+            # them by their own addresses
+            for g in self.gws:
+                self.assertTrue(wait_for(lambda: sum(1 for e in access_log(g)
+                                                     if marker in e["uri"]) >= 4, 5), g.name)
+                got = {(e["remote_addr"], e["status"]) for e in access_log(g)
+                       if marker in e["uri"]}
+                self.assertEqual(got, {("127.0.0.5", 429), ("127.0.0.6", 200)}, g.name)
+        finally:
+            self.admin(self.cp1).delete("/api/am/admin/v4/throttling/deny-policy/" + cid)
+
 
 @unittest.skipIf(skip_reason(), skip_reason())
 class SplitClusterTest(ClusterCase):

@@ -9,15 +9,24 @@ malformed conditions block nothing.
 AllInOneBlockTest: apimd --profile all-in-one; a deny policy added through
 the Admin API blocks at the gateway, disabling it (PATCH conditionStatus)
 and deleting it lift the block.
+
+TrustedProxyBlockTest: apimd --profile all-in-one with
+gateway.trusted_proxies 127.0.0.1 (a load balancer there): a request from
+127.0.0.1 is the client's in its X-Forwarded-For for IP and IPRANGE
+conditions; a client elsewhere (127.0.0.7, loopback takes any source
+address) that sends its own X-Forwarded-For is still itself; the backend
+gets the header received with the peer appended.
 """
 
 import http.client
+import json
 import os
 import subprocess
 import tempfile
 import time
 import unittest
 
+import apimtest
 import test_gateway_module as gm
 import test_gateway_profile as gp
 
@@ -373,6 +382,125 @@ class AllInOneBlockTest(unittest.TestCase):
         took["iprange deleted"], _ = self.wait_status(call, 200)
         print("\n  deny policy -> gateway: " + ", ".join(
             "%s %.0f ms" % (k, v * 1000) for k, v in took.items()))
+
+
+def get_from(source, port, path, headers=None):
+    """gp.get from the local address source: (status, JSON body or None)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10,
+                                      source_address=(source, 0))
+    try:
+        conn.request("GET", path, headers=headers or {})
+        r = conn.getresponse()
+        body = r.read()
+        try:
+            return r.status, json.loads(body)
+        except ValueError:
+            return r.status, None
+    finally:
+        conn.close()
+
+
+class TrustedProxyBlockTest(unittest.TestCase):
+
+    deploy_subscribe_token = gp.AllInOneGatewayTest.deploy_subscribe_token
+    start_backend = gp.AllInOneGatewayTest.start_backend
+    wait_status = AllInOneBlockTest.wait_status
+
+    @classmethod
+    def setUpClass(cls):
+        gp.skip_without_gateway()
+        cls.srv = apimtest.ApimServer(conf={"gateway": {"trusted_proxies": "127.0.0.1"}})
+        cls.srv.prepare()
+        off = gp.gateway_offset()
+        cls.srv._write_conf(off)
+        cls.srv.start()
+        cls.gw_port = gp.GW_HTTP + off
+
+    @classmethod
+    def tearDownClass(cls):
+        gp.AllInOneGatewayTest.tearDownClass.__func__(cls)
+
+    def deny(self, ctype, value):
+        r = self.srv.client().post(DENY, json={"conditionType": ctype, "conditionValue": value,
+                                               "conditionStatus": True})
+        self.assertEqual(r.status, 201, r.text)
+        cid = r.json["conditionId"]
+        self.addCleanup(lambda: self.srv.client().delete(DENY1 + cid))
+        return cid
+
+    def test_rendered_and_checked(self):
+        conf = open(os.path.join(self.srv.home, "gateway", "nginx.conf")).read()
+        self.assertIn("set_real_ip_from 127.0.0.1;", conf)
+        self.assertIn("real_ip_recursive on;", conf)
+        # anything but addresses and CIDR ranges is refused before nginx
+        # sees it (the value becomes nginx.conf text)
+        for bad in ("127.0.0.1; allow all", "10.0.0.0/33", "example.com"):
+            g = gp.GatewayProc({"gateway": {"trusted_proxies": bad}})
+            self.addCleanup(g.close)
+            r = apimtest.run_apimd(["--profile", "gateway", "--config", g.conf_path],
+                                   timeout=30)
+            self.assertNotEqual(r.returncode, 0, r.stderr)
+            self.assertIn("gateway.trusted_proxies", r.stderr)
+            self.assertNotIn("ready in", r.stdout)
+
+    def test_client_address_from_the_trusted_proxy_only(self):
+        backend = self.start_backend()
+        name, token = self.deploy_subscribe_token({
+            "endpoint_type": "http",
+            "production_endpoints": {"url": "http://127.0.0.1:%d/be"
+                                            % backend.server_port}}, "GwTrust")
+        path = "/%s/1.0.0/items" % name.lower()
+
+        def call(source, xff=None):
+            h = {"Authorization": "Bearer " + token}
+            if xff is not None:
+                h["X-Forwarded-For"] = xff
+            return get_from(source, self.gw_port, path, h)
+
+        self.wait_status(lambda: call("127.0.0.1"), 200, 15)
+        # the backend: what was received, then the peer
+        self.assertEqual(call("127.0.0.1")[1]["x-forwarded-for"], "127.0.0.1")
+        self.assertEqual(call("127.0.0.1", "10.1.2.3")[1]["x-forwarded-for"],
+                         "10.1.2.3, 127.0.0.1")
+        self.assertEqual(call("127.0.0.7", "10.1.2.3")[1]["x-forwarded-for"],
+                         "10.1.2.3, 127.0.0.7")
+
+        # IP: the address the trusted proxy names is blocked ...
+        cid = self.deny("IP", {"fixedIp": "10.1.2.3", "invert": False})
+        _, res = self.wait_status(lambda: call("127.0.0.1", "10.1.2.3"), 429)
+        self.assertEqual(res[1]["code"], "900805", res)
+        # ... also as the rightmost untrusted address of a chain (the
+        # proxy's own address after it is skipped), not a forged one left
+        status, js = call("127.0.0.1", "10.1.2.3, 127.0.0.1")
+        self.assertEqual((status, js["code"]), (429, "900805"), js)
+        self.assertEqual(call("127.0.0.1", "10.1.2.3, 10.9.9.9")[0], 200)
+        # the proxy itself and other clients pass
+        self.assertEqual(call("127.0.0.1")[0], 200)
+        self.assertEqual(call("127.0.0.1", "10.1.2.4")[0], 200)
+        # an untrusted client forging the header is not 10.1.2.3
+        self.assertEqual(call("127.0.0.7", "10.1.2.3")[0], 200)
+        self.srv.client().delete(DENY1 + cid)
+        self.wait_status(lambda: call("127.0.0.1", "10.1.2.3"), 200)
+
+        # IPRANGE likewise
+        cid = self.deny("IPRANGE", {"startingIp": "10.1.0.0", "endingIp": "10.1.255.255",
+                                    "invert": False})
+        _, res = self.wait_status(lambda: call("127.0.0.1", "10.1.200.9"), 429)
+        self.assertEqual(res[1]["code"], "900805", res)
+        self.assertEqual(call("127.0.0.1", "10.2.0.1")[0], 200)
+        self.assertEqual(call("127.0.0.7", "10.1.200.9")[0], 200)
+        self.srv.client().delete(DENY1 + cid)
+        self.wait_status(lambda: call("127.0.0.1", "10.1.200.9"), 200)
+
+        # nor does a forged header get a blocked untrusted client through
+        self.deny("IP", {"fixedIp": "127.0.0.7", "invert": False})
+        _, res = self.wait_status(lambda: call("127.0.0.7", "10.2.0.1"), 429)
+        self.assertEqual(res[1]["code"], "900805", res)
+        self.assertEqual(call("127.0.0.7")[0], 429)
+        self.assertEqual(call("127.0.0.1", "10.2.0.1")[0], 200)
+        # and a trusted proxy forwarding for it does not launder it
+        self.assertEqual(call("127.0.0.1", "127.0.0.7")[0], 429)
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -202,6 +202,11 @@ ngx_http_apim_block_ip(ngx_http_request_t *r, const ngx_http_apim_snap_t *s)
         return NULL;
     }
 
+    /*
+     * the client's address: behind a trusted proxy (set_real_ip_from)
+     * nginx's realip module put the X-Forwarded-For one here before the
+     * access phase, for this request
+     */
     sa = r->connection->sockaddr;
 
     if (sa->sa_family == AF_INET) {

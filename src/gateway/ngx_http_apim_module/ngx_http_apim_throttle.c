@@ -1277,8 +1277,9 @@ ngx_http_apim_tkey_check(ngx_http_request_t *r, ngx_http_apim_tcheck_t *c,
  * The custom policies' variables for r: userId is the user with the
  * tenant domain (alice@carbon.super), as the reference's; apiContext the
  * API's context without the version; resourceKey the resource's throttle
- * key "/ctx/ver/template:VERB"; clientIp the connection's address. buf
- * holds what is built (user, resource key).
+ * key "/ctx/ver/template:VERB"; clientIp the client's address (the
+ * connection's, or the X-Forwarded-For one behind a trusted proxy: the
+ * realip module replaced it). buf holds what is built (user, resource key).
  */
 static void
 ngx_http_apim_custom_vars(ngx_http_request_t *r, ngx_http_apim_ctx_t *ctx,
