@@ -300,9 +300,15 @@ static void tm_tick(natsConnection *nc, int64_t now, int beat)
 	pthread_mutex_lock(&tm.lock);
 	tm.grants = json_array();
 	tm.throttled = json_array();
-	tm_quota_allocate(tm.quota, now, tm_collect, NULL);
-	tm_quota_exhausted(tm.quota, now, tm_collect_exhausted, NULL);
 	int leader = tm_leader(now);
+	/* Only the leader allocates: grants are recorded as given when they
+	 * are computed, so a standby that allocated would count allowances
+	 * nobody received and, on taking over, find the quota spent. A
+	 * standby learns the allowances the parties hold from their reports. */
+	if (leader) {
+		tm_quota_allocate(tm.quota, now, tm_collect, NULL);
+		tm_quota_exhausted(tm.quota, now, tm_collect_exhausted, NULL);
+	}
 	size_t parties = tm_quota_live_parties(tm.quota, now);
 	json_t *counters = json_pack("{sI sI sI sI}", "messages", (json_int_t)tm.usage_msgs,
 				     "entries", (json_int_t)tm.usage_entries, "rejected",

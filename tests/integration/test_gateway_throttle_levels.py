@@ -256,14 +256,9 @@ class TwoGatewayLevelsTest(unittest.TestCase):
         return self.bus.wait_for(lambda s, b: s == "apim.throttle.tm" and
                                  b["tm"].endswith("/" + pid) and b["leader"], timeout, t0)
 
-    # Fails today: a standby Traffic Manager runs the allocator on every
-    # tick like the leader (trafficmanager.c tm_tick) and so records as
-    # granted the allowances it never published; once it leads, it believes
-    # the parties hold them and grants nothing more: the gateways stay at
-    # their implicit allowances (6 of 12 here). Calling tm_quota_allocate()
-    # only when leading makes this pass (tried). Remove the decorator with
-    # that fix.
-    @unittest.expectedFailure
+    # A standby must not allocate (it would count as given the grants it
+    # never published and, once leading, find the quota spent: 6 of 12
+    # were admitted before trafficmanager.c allocated only when leading).
     def test_2_leading_traffic_manager_killed_mid_window(self):
         first, second = self.tms
         self.assertTrue(self.leads(first))
