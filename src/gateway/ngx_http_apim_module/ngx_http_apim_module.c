@@ -952,9 +952,7 @@ ngx_http_apim_handler(ngx_http_request_t *r)
         /* the client must be one of the token issuer's key manager: another
          * issuer may not name an application's client of ours, nor ours
          * one of theirs */
-        jwk = ngx_http_apim_jwk_find(snap, (const char *) cl->kid.data,
-                                     cl->iss.len ? (const char *) cl->iss.data
-                                                 : NULL);
+        jwk = cl->jwk;
         if (jwk == NULL
             || (jwk->key_manager == NULL) != (km->key_manager == NULL)
             || (jwk->key_manager != NULL

@@ -352,6 +352,8 @@ typedef struct {
     ngx_str_t                   extra;      /* other claims, JSON members */
     uint64_t                    gen;        /* this verification, unique in
                                                the worker; 0: not cached */
+    const ngx_http_apim_jwk_t  *jwk;        /* the key that verified it, in
+                                               the snapshot of this call */
 } ngx_http_apim_claims_t;
 
 /* NGX_OK and *cl: a valid token (signature, exp, nbf, key, issuer, not
