@@ -3,6 +3,10 @@
  *
  * Directives:
  *   apim_gateway on|off;              (location) check requests here
+ *   apim_backend_uri on|off;          (location) the request's URI becomes
+ *                                     the backend's, for a proxy_pass
+ *                                     without variables (see
+ *                                     ngx_http_apim_upstream.c)
  * Feed mode, the data from the control plane (all http level):
  *   apim_control_plane_url <url>;     e.g. http://127.0.0.1:9443
  *   apim_gateway_credential <secret>; sent as X-APIM-Gateway-Credential
@@ -84,6 +88,13 @@ static ngx_command_t  ngx_http_apim_commands[] = {
       ngx_conf_set_flag_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_apim_loc_conf_t, enable),
+      NULL },
+
+    { ngx_string("apim_backend_uri"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_apim_loc_conf_t, backend_uri),
       NULL },
 
     { ngx_string("apim_backend_jwt"),
@@ -1055,7 +1066,9 @@ backend:
         return ngx_http_apim_fault(r, fault);
     }
 
-    if (ngx_http_apim_upstream_set(r, ctx, up) != NGX_OK) {
+    if (ngx_http_apim_upstream_set(r, ctx, up) != NGX_OK
+        || (alcf->backend_uri && ngx_http_apim_upstream_uri(r, ctx) != NGX_OK))
+    {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -1199,6 +1212,7 @@ ngx_http_apim_create_loc_conf(ngx_conf_t *cf)
     }
 
     alcf->enable = NGX_CONF_UNSET;
+    alcf->backend_uri = NGX_CONF_UNSET;
 
     return alcf;
 }
@@ -1211,6 +1225,7 @@ ngx_http_apim_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_apim_loc_conf_t  *conf = child;
 
     ngx_conf_merge_value(conf->enable, prev->enable, 0);
+    ngx_conf_merge_value(conf->backend_uri, prev->backend_uri, 0);
 
     return NGX_CONF_OK;
 }

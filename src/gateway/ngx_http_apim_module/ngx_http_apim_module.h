@@ -51,6 +51,7 @@ typedef struct {
 
 typedef struct {
     ngx_flag_t                  enable;
+    ngx_flag_t                  backend_uri;    /* apim_backend_uri */
 } ngx_http_apim_loc_conf_t;
 
 
@@ -302,6 +303,13 @@ ngx_http_apim_upstream_t *ngx_http_apim_upstream_build(ngx_http_apim_snap_t *s,
  * and sets ctx->backend. NGX_OK or NGX_ERROR. */
 ngx_int_t ngx_http_apim_upstream_set(ngx_http_request_t *r,
     ngx_http_apim_ctx_t *ctx, const ngx_http_apim_upstream_t *up);
+
+/* ngx_http_apim_upstream.c: after ngx_http_apim_upstream_set(), makes the
+ * request's URI the backend's (the endpoint's path and ctx->rest), which
+ * a proxy_pass without variables sends (apim_backend_uri on). NGX_OK or
+ * NGX_ERROR. */
+ngx_int_t ngx_http_apim_upstream_uri(ngx_http_request_t *r,
+    ngx_http_apim_ctx_t *ctx);
 
 /* ngx_http_apim_cors.c: the API's corsConfiguration; NULL when disabled. */
 ngx_http_apim_cors_t *ngx_http_apim_cors_build(ngx_http_apim_snap_t *s,

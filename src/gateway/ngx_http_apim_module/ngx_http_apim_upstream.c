@@ -21,13 +21,26 @@
  *       keepalive 64;          (on 1.22: after apim_balancer)
  *   }
  *
- * (no "server" line is needed) and the variables
+ * (no "server" line is needed). The rendered configuration proxies with
+ *
+ *   apim_backend_uri on;
+ *   proxy_pass https://apim_backend;
+ *   proxy_redirect off;
+ *
+ * a proxy_pass without variables (nginx parses no URL and looks up no
+ * upstream by name per request): ngx_http_apim_upstream_uri() makes the
+ * request's URI the backend's (the endpoint's path and $apim_rest, already
+ * escaped), which nginx sends with $args; "https" only makes nginx prepare
+ * TLS for the location, and the balancer switches it per request to the
+ * scheme of the chosen endpoint (u->ssl). The older form with the
+ * variables
+ *
  *   $apim_upstream_scheme   "http" or "https" of the chosen endpoint
  *   $apim_upstream_uri      the endpoint's path and $apim_rest
  *   $apim_upstream_host     host[:port] of the endpoint, for Host
  *   $apim_upstream_name     host of the endpoint being tried, for SNI
  *                           (an IPv6 address in brackets: no SNI)
- * so that the rendered configuration proxies with
+ * works as well:
  *   proxy_pass $apim_upstream_scheme://apim_backend$apim_upstream_uri$is_args$args;
  * ngx_http_apim_upstream_set() (access phase) copies the endpoints of the
  * API into r->pool (the snapshot may be freed while the request waits for
@@ -885,6 +898,53 @@ ngx_http_apim_upstream_set(ngx_http_request_t *r, ngx_http_apim_ctx_t *ctx,
 }
 
 
+ngx_int_t
+ngx_http_apim_upstream_uri(ngx_http_request_t *r, ngx_http_apim_ctx_t *ctx)
+{
+    u_char                        *p, *dst, *src;
+    size_t                         len;
+    ngx_http_apim_endpoint_t      *ep;
+    ngx_http_apim_upstream_req_t  *rq;
+
+    rq = ctx->upstream;
+    ep = &rq->endpoints[rq->start];
+
+    /* upstream_set made ctx->rest "/" when both are empty */
+    len = ep->path.len + ctx->rest.len;
+
+    p = ngx_pnalloc(r->pool, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(ngx_cpymem(p, ep->path.data, ep->path.len), ctx->rest.data,
+               ctx->rest.len);
+
+    if (r->internal) {
+        /* nginx escapes the URI of an internal request: unescaped then */
+        dst = ngx_pnalloc(r->pool, len);
+        if (dst == NULL) {
+            return NGX_ERROR;
+        }
+
+        src = p;
+        p = dst;
+        ngx_unescape_uri(&dst, &src, len, NGX_UNESCAPE_URI);
+        len = dst - p;
+
+    } else {
+        /* sent as it is (it is escaped), not the client's URI */
+        r->quoted_uri = 0;
+    }
+
+    r->uri.data = p;
+    r->uri.len = len;
+    r->valid_unparsed_uri = 0;
+
+    return NGX_OK;
+}
+
+
 static ngx_int_t
 ngx_http_apim_upstream_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
@@ -1060,6 +1120,20 @@ ngx_http_apim_upstream_init_peer(ngx_http_request_t *r,
 #endif
 
     rq->tried = 0;
+
+#if (NGX_HTTP_SSL)
+    /* the scheme of the request's first endpoint, as its URI and Host */
+    if (rq->endpoints[rq->start].ssl && u->conf->ssl == NULL) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "apim_balancer: endpoint \"%V\" is https, but "
+                      "proxy_pass names neither https://apim_backend nor "
+                      "variables",
+                      &rq->endpoints[rq->start].url);
+        return NGX_ERROR;
+    }
+
+    u->ssl = rq->endpoints[rq->start].ssl ? 1 : 0;
+#endif
 
     own = 0;
     for (i = 0; i < rq->nendpoints; i++) {
