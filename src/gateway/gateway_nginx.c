@@ -273,6 +273,10 @@ static char *gw_render(const apim_config *cfg, const char *so, size_t solen)
 	fprintf(f, "events {\n    worker_connections 4096;\n}\n");
 	fprintf(f, "http {\n");
 	fprintf(f, "    server_tokens off;\n");
+	/* what a proxied API call allocates (the module's variables, the
+	 * backend JWT, the request to the backend) fits in one block of
+	 * the request's pool, not three of nginx's default 4k */
+	fprintf(f, "    request_pool_size 16k;\n");
 	const char *temps[] = {"client_body", "proxy", "fastcgi", "uwsgi", "scgi"};
 	for (size_t i = 0; i < sizeof(temps) / sizeof(temps[0]); i++)
 		fprintf(f, "    %s_temp_path %s/tmp/%s;\n", temps[i], gw.dir, temps[i]);

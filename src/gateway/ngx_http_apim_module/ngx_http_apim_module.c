@@ -588,17 +588,23 @@ static ngx_int_t
 ngx_http_apim_strip_headers(ngx_http_request_t *r, ngx_uint_t authz,
     ngx_str_t *apikey)
 {
-    ngx_uint_t        i;
+    ngx_uint_t        i, n;
     ngx_list_t        old;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h, *nh;
 
     /* a new list in place (its "last" points into itself); the old parts
      * stay allocated in r->pool, and the typed pointers (host,
-     * user_agent...) keep pointing into them */
+     * user_agent...) keep pointing into them. Sized for the headers kept
+     * and X-JWT-Assertion: the request's pool stays small */
     old = r->headers_in.headers;
 
-    if (ngx_list_init(&r->headers_in.headers, r->pool, 20,
+    n = 1;
+    for (part = &old.part; part != NULL; part = part->next) {
+        n += part->nelts;
+    }
+
+    if (ngx_list_init(&r->headers_in.headers, r->pool, n,
                       sizeof(ngx_table_elt_t))
         != NGX_OK)
     {
