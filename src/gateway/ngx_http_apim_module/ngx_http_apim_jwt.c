@@ -128,17 +128,21 @@ ngx_http_apim_sha256_digest(const u_char *data, size_t len, u_char *out)
 static ngx_uint_t
 ngx_http_apim_ct_equal(const u_char *a, const u_char *b, size_t len)
 {
-    uint64_t  x, wa, wb;
+    uint64_t  x, y, a0, a1, b0, b1;
 
     x = 0;
+    y = 0;
 
-    while (len >= 8) {
-        ngx_memcpy(&wa, a, 8);
-        ngx_memcpy(&wb, b, 8);
-        x |= wa ^ wb;
-        a += 8;
-        b += 8;
-        len -= 8;
+    while (len >= 16) {
+        ngx_memcpy(&a0, a, 8);
+        ngx_memcpy(&a1, a + 8, 8);
+        ngx_memcpy(&b0, b, 8);
+        ngx_memcpy(&b1, b + 8, 8);
+        x |= a0 ^ b0;
+        y |= a1 ^ b1;
+        a += 16;
+        b += 16;
+        len -= 16;
     }
 
     while (len) {
@@ -146,7 +150,7 @@ ngx_http_apim_ct_equal(const u_char *a, const u_char *b, size_t len)
         len--;
     }
 
-    return x == 0;
+    return (x | y) == 0;
 }
 
 
