@@ -449,26 +449,6 @@ ngx_http_apim_verb_match(ngx_http_request_t *r, const char *verb)
 }
 
 
-static ngx_int_t
-ngx_http_apim_set_str(ngx_http_request_t *r, ngx_str_t *dst, const char *src)
-{
-    if (src == NULL) {
-        ngx_str_set(dst, "");
-        return NGX_OK;
-    }
-
-    dst->len = ngx_strlen(src);
-    dst->data = ngx_pnalloc(r->pool, dst->len + 1);
-    if (dst->data == NULL) {
-        return NGX_ERROR;
-    }
-
-    ngx_memcpy(dst->data, src, dst->len + 1);
-
-    return NGX_OK;
-}
-
-
 /* $apim_resource: "VERB /template" */
 static ngx_int_t
 ngx_http_apim_set_resource(ngx_http_request_t *r, ngx_http_apim_ctx_t *ctx,
@@ -708,6 +688,70 @@ ngx_http_apim_strip_arg(ngx_http_request_t *r, ngx_str_t *name)
 }
 
 
+/*
+ * The application and subscription an OAuth token had on an API, per
+ * worker: valid while the token's cache entry (cl->gen) and the snapshot
+ * (gen) are the same, since they follow from those two alone; the
+ * pointers are into that snapshot. Saves the key and subscription
+ * lookups of every call after a token's first on an API.
+ */
+#define APIM_MEMO_SIZE  1024                /* 2^10: ngx_http_apim_memo_slot */
+
+typedef struct {
+    uint64_t                    token;      /* cl->gen, 0: unused */
+    uint64_t                    snap;       /* snap->gen */
+    const ngx_http_apim_api_t  *api;
+    const ngx_http_apim_app_t  *app;
+    ngx_http_apim_sub_t        *sub;
+    ngx_uint_t                  sandbox;
+} ngx_http_apim_memo_t;
+
+static ngx_http_apim_memo_t  ngx_http_apim_memo[APIM_MEMO_SIZE];
+
+
+static ngx_http_apim_memo_t *
+ngx_http_apim_memo_slot(uint64_t token, const ngx_http_apim_api_t *api)
+{
+    uint64_t  h;
+
+    h = (token ^ ((uintptr_t) api >> 4)) * 0x9e3779b97f4a7c15ULL;
+
+    return &ngx_http_apim_memo[h >> 54];
+}
+
+
+/* copies n NUL-terminated strings (NULL: "") into r->pool, in one block */
+static ngx_int_t
+ngx_http_apim_set_strs(ngx_http_request_t *r, ngx_str_t **dst,
+    const char **src, ngx_uint_t n)
+{
+    u_char      *p;
+    size_t       len[16], total;
+    ngx_uint_t   i;
+
+    total = 0;
+
+    for (i = 0; i < n; i++) {
+        len[i] = src[i] ? ngx_strlen(src[i]) : 0;
+        total += len[i] + 1;
+    }
+
+    p = ngx_pnalloc(r->pool, total);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < n; i++) {
+        dst[i]->data = p;
+        dst[i]->len = len[i];
+        p = ngx_cpymem(p, src[i] ? src[i] : "", len[i]);
+        *p++ = '\0';
+    }
+
+    return NGX_OK;
+}
+
+
 static ngx_int_t
 ngx_http_apim_handler(ngx_http_request_t *r)
 {
@@ -730,6 +774,9 @@ ngx_http_apim_handler(ngx_http_request_t *r)
     ngx_http_apim_loc_conf_t  *alcf;
     const ngx_http_apim_fault_t  *fault;
     u_char                     subkey[512];
+    ngx_str_t                 *dst[8];
+    const char                *src[8];
+    ngx_http_apim_memo_t      *memo;
 
     alcf = ngx_http_get_module_loc_conf(r, ngx_http_apim_module);
 
@@ -820,23 +867,26 @@ ngx_http_apim_handler(ngx_http_request_t *r)
 
     /* $apim_rest: the path below the API, escaped again for the upstream */
     len = end - p;
-    ctx->rest.len = len + 2 * ngx_escape_uri(NULL, p, len, NGX_ESCAPE_URI);
+    i = ngx_escape_uri(NULL, p, len, NGX_ESCAPE_URI);
+    ctx->rest.len = len + 2 * i;
     ctx->rest.data = ngx_pnalloc(r->pool, ctx->rest.len + 1);
     if (ctx->rest.data == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-    if (len == 0) {
-        ctx->rest.len = 0;
+    if (i == 0) {
+        ngx_memcpy(ctx->rest.data, p, len);
     } else {
         ngx_escape_uri(ctx->rest.data, p, len, NGX_ESCAPE_URI);
     }
 
-    if (ngx_http_apim_set_str(r, &ctx->api_id, api->id) != NGX_OK
-        || ngx_http_apim_set_str(r, &ctx->api_name, api->name) != NGX_OK
-        || ngx_http_apim_set_str(r, &ctx->api_version, api->version) != NGX_OK
-        || ngx_http_apim_set_str(r, &ctx->api_context, api->context) != NGX_OK
-        || ngx_http_apim_set_str(r, &ctx->api_tier, api->tier) != NGX_OK
-        || ngx_http_apim_set_str(r, &ctx->resource_tier, op->tier) != NGX_OK
+    dst[0] = &ctx->api_id;          src[0] = api->id;
+    dst[1] = &ctx->api_name;        src[1] = api->name;
+    dst[2] = &ctx->api_version;     src[2] = api->version;
+    dst[3] = &ctx->api_context;     src[3] = api->context;
+    dst[4] = &ctx->api_tier;        src[4] = api->tier;
+    dst[5] = &ctx->resource_tier;   src[5] = op->tier;
+
+    if (ngx_http_apim_set_strs(r, dst, src, 6) != NGX_OK
         || ngx_http_apim_set_resource(r, ctx, op) != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -845,6 +895,7 @@ ngx_http_apim_handler(ngx_http_request_t *r)
     sandbox = 0;
     app = NULL;
     cl = NULL;
+    sub = NULL;
 
     if (op->auth_none) {
         if (api->blocked) {
@@ -959,6 +1010,17 @@ ngx_http_apim_handler(ngx_http_request_t *r)
             goto failed;
         }
 
+    } else if (cl->gen != 0
+               && (memo = ngx_http_apim_memo_slot(cl->gen, api))->token
+                  == cl->gen
+               && memo->snap == snap->gen && memo->api == api)
+    {
+        /* this token's application and subscription on this API, as
+         * found against this snapshot */
+        app = memo->app;
+        sandbox = memo->sandbox;
+        sub = memo->sub;
+
     } else {
         km = ngx_http_apim_map_get(&snap->keys, cl->client.data,
                                    cl->client.len);
@@ -991,9 +1053,21 @@ ngx_http_apim_handler(ngx_http_request_t *r)
     *p++ = '\n';
     ngx_memcpy(p, api->id, ngx_strlen(api->id));
 
-    sub = ngx_http_apim_map_get(&snap->subs, subkey, len);
     if (sub == NULL) {
-        goto failed;
+        sub = ngx_http_apim_map_get(&snap->subs, subkey, len);
+        if (sub == NULL) {
+            goto failed;
+        }
+
+        if (!by_key && cl->gen != 0) {
+            memo = ngx_http_apim_memo_slot(cl->gen, api);
+            memo->token = cl->gen;
+            memo->snap = snap->gen;
+            memo->api = api;
+            memo->app = app;
+            memo->sub = sub;
+            memo->sandbox = sandbox;
+        }
     }
 
     if (ngx_strcmp(sub->status, "BLOCKED") == 0
@@ -1028,13 +1102,14 @@ ngx_http_apim_handler(ngx_http_request_t *r)
     ctx->user.len = cl->sub.len;
     ctx->user.data = ngx_pstrdup(r->pool, &cl->sub);
 
+    dst[0] = &ctx->app_id;              src[0] = app->id;
+    dst[1] = &ctx->app_name;            src[1] = app->name;
+    dst[2] = &ctx->app_owner;           src[2] = app->owner;
+    dst[3] = &ctx->app_tier;            src[3] = app->tier;
+    dst[4] = &ctx->subscription_tier;   src[4] = sub->tier;
+
     if ((cl->sub.len && ctx->user.data == NULL)
-        || ngx_http_apim_set_str(r, &ctx->app_id, app->id) != NGX_OK
-        || ngx_http_apim_set_str(r, &ctx->app_name, app->name) != NGX_OK
-        || ngx_http_apim_set_str(r, &ctx->app_owner, app->owner) != NGX_OK
-        || ngx_http_apim_set_str(r, &ctx->app_tier, app->tier) != NGX_OK
-        || ngx_http_apim_set_str(r, &ctx->subscription_tier, sub->tier)
-           != NGX_OK
+        || ngx_http_apim_set_strs(r, dst, src, 5) != NGX_OK
         || ngx_http_apim_strip_headers(r, !by_key, by_key ? &keyname : NULL)
            != NGX_OK
         || (key_in_query && ngx_http_apim_strip_arg(r, &keyname) != NGX_OK))
