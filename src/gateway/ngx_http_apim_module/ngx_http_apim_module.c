@@ -605,10 +605,14 @@ ngx_http_apim_strip_headers(ngx_http_request_t *r, ngx_uint_t authz,
             i = 0;
         }
 
+        /* nginx refuses a request with two (a unique header), and points
+         * headers_in.authorization to the one */
         if (authz
-            && h[i].key.len == sizeof("Authorization") - 1
-            && ngx_strncasecmp(h[i].key.data, (u_char *) "Authorization",
-                               h[i].key.len) == 0)
+            && (&h[i] == r->headers_in.authorization
+                || (h[i].key.len == sizeof("Authorization") - 1
+                    && ngx_strncasecmp(h[i].key.data,
+                                       (u_char *) "Authorization",
+                                       h[i].key.len) == 0)))
         {
             continue;
         }
@@ -709,6 +713,26 @@ typedef struct {
 static ngx_http_apim_memo_t  ngx_http_apim_memo[APIM_MEMO_SIZE];
 
 
+/*
+ * The API a request URI names, per worker and snapshot: the longest
+ * prefix lookup below costs a map lookup per segment of the URI, most of
+ * them misses; a URI seen before against the same snapshot takes one
+ * hash and one comparison. URIs up to APIM_ROUTE_URI bytes.
+ */
+#define APIM_ROUTE_SIZE  1024               /* power of two */
+#define APIM_ROUTE_URI   232
+
+typedef struct {
+    uint64_t                    snap;       /* snap->gen, 0: unused */
+    ngx_http_apim_api_t        *api;
+    size_t                      prefix;     /* the API's part of the URI */
+    size_t                      len;
+    u_char                      uri[APIM_ROUTE_URI];
+} ngx_http_apim_route_t;
+
+static ngx_http_apim_route_t  ngx_http_apim_route[APIM_ROUTE_SIZE];
+
+
 static ngx_http_apim_memo_t *
 ngx_http_apim_memo_slot(uint64_t token, const ngx_http_apim_api_t *api)
 {
@@ -777,6 +801,7 @@ ngx_http_apim_handler(ngx_http_request_t *r)
     ngx_str_t                 *dst[8];
     const char                *src[8];
     ngx_http_apim_memo_t      *memo;
+    ngx_http_apim_route_t     *route;
 
     alcf = ngx_http_get_module_loc_conf(r, ngx_http_apim_module);
 
@@ -808,31 +833,57 @@ ngx_http_apim_handler(ngx_http_request_t *r)
     }
 
     /* the API: the longest "/seg/seg..." prefix that names one */
-    p = r->uri.data;
-    end = r->uri.data + r->uri.len;
-    nb = 0;
-
-    for ( ; p <= end && nb < APIM_MAX_SEGMENTS; p++) {
-        if (p == end || (*p == '/' && p != r->uri.data)) {
-            bounds[nb++] = p;
-        }
-    }
-
     api = NULL;
     end = NULL;
+    route = NULL;
 
-    while (nb > 0) {
-        nb--;
-        api = ngx_http_apim_map_get(&snap->apis, r->uri.data,
-                                    bounds[nb] - r->uri.data);
-        if (api != NULL) {
-            end = bounds[nb];
-            break;
+    if (r->uri.len <= APIM_ROUTE_URI) {
+        route = &ngx_http_apim_route[ngx_http_apim_hash64(r->uri.data,
+                                                          r->uri.len)
+                                     & (APIM_ROUTE_SIZE - 1)];
+
+        if (route->snap == snap->gen && route->len == r->uri.len
+            && ngx_memcmp(route->uri, r->uri.data, r->uri.len) == 0)
+        {
+            api = route->api;
+            end = r->uri.data + route->prefix;
         }
     }
 
     if (api == NULL) {
-        return ngx_http_apim_fault(r, &ngx_http_apim_no_resource);
+        p = r->uri.data;
+        end = r->uri.data + r->uri.len;
+        nb = 0;
+
+        for ( ; p <= end && nb < APIM_MAX_SEGMENTS; p++) {
+            if (p == end || (*p == '/' && p != r->uri.data)) {
+                bounds[nb++] = p;
+            }
+        }
+
+        end = NULL;
+
+        while (nb > 0) {
+            nb--;
+            api = ngx_http_apim_map_get(&snap->apis, r->uri.data,
+                                        bounds[nb] - r->uri.data);
+            if (api != NULL) {
+                end = bounds[nb];
+                break;
+            }
+        }
+
+        if (api == NULL) {
+            return ngx_http_apim_fault(r, &ngx_http_apim_no_resource);
+        }
+
+        if (route != NULL) {
+            route->snap = snap->gen;
+            route->api = api;
+            route->prefix = end - r->uri.data;
+            route->len = r->uri.len;
+            ngx_memcpy(route->uri, r->uri.data, r->uri.len);
+        }
     }
 
     /* the resource: operations are sorted most specific first */
