@@ -236,6 +236,10 @@ http {
     }
     server {
         listen 127.0.0.1:%(port)d;
+        # an internal redirect into the gateway's location
+        location /again/ {
+            rewrite ^/again(/.*)$ $1 last;
+        }
         location / {
             apim_gateway on;
             apim_backend_uri on;
@@ -399,6 +403,12 @@ http {
                  ("/root/v1", "/"),
                  ("/root/v1/?q=3", "/?q=3"),
                  ("/root/v1/deep/er", "/deep/er")]
+        # after an internal redirect (nginx escapes such a URI itself;
+        # not x%3Fy: rewrite takes a decoded "?" for the arguments)
+        for path, want in (cases[0], cases[2], cases[3]):
+            st, doc, body = self.call("/again" + path)
+            self.assertEqual(st, 200, (path, body))
+            self.assertEqual(doc["path"], want, path)
         for path, want in cases:
             for port in (self.port, self.verify_port):
                 st, doc, body = self.call(path, port=port)
