@@ -799,19 +799,14 @@ ngx_http_apim_upstream_build(ngx_http_apim_snap_t *s, json_t *endpoint_config,
 
 /* -- request path ----------------------------------------------------------- */
 
-static ngx_int_t
-ngx_http_apim_upstream_copy_str(ngx_pool_t *pool, ngx_str_t *dst,
+static u_char *
+ngx_http_apim_upstream_copy_str(u_char *p, ngx_str_t *dst,
     const ngx_str_t *src)
 {
     dst->len = src->len;
-    dst->data = ngx_pnalloc(pool, src->len + 1);
-    if (dst->data == NULL) {
-        return NGX_ERROR;
-    }
+    dst->data = p;
 
-    ngx_memcpy(dst->data, src->data, src->len + 1);
-
-    return NGX_OK;
+    return ngx_cpymem(p, src->data, src->len + 1);
 }
 
 
@@ -819,54 +814,73 @@ ngx_int_t
 ngx_http_apim_upstream_set(ngx_http_request_t *r, ngx_http_apim_ctx_t *ctx,
     const ngx_http_apim_upstream_t *up)
 {
+    u_char                        *p;
+    size_t                         size, heads;
     ngx_uint_t                     i, start;
     ngx_http_apim_peer_t          *peer;
     ngx_http_apim_endpoint_t      *ep;
+    const ngx_http_apim_endpoint_t  *src;
     ngx_http_apim_upstream_req_t  *rq;
 
-    rq = ngx_pcalloc(r->pool, sizeof(ngx_http_apim_upstream_req_t));
-    if (rq == NULL) {
+    /* one allocation: the structures, the addresses, then the strings
+     * (copies: the snapshot may be freed while the request waits) */
+    heads = ngx_align(sizeof(ngx_http_apim_upstream_req_t), sizeof(void *))
+            + up->nendpoints * sizeof(ngx_http_apim_endpoint_t)
+            + (up->npeers + 1) * sizeof(ngx_http_apim_peer_t);
+    size = heads;
+
+    for (i = 0; i < up->npeers; i++) {
+        size += ngx_align(up->peers[i].socklen, sizeof(void *));
+    }
+
+    for (i = 0; i < up->nendpoints; i++) {
+        src = &up->endpoints[i];
+        size += src->url.len + src->host.len + src->authority.len
+                + src->path.len + 4;
+    }
+
+    for (i = 0; i < up->npeers; i++) {
+        size += up->peers[i].name.len + 1;
+    }
+
+    p = ngx_palloc(r->pool, size);
+    if (p == NULL) {
         return NGX_ERROR;
     }
 
-    rq->endpoints = ngx_palloc(r->pool,
-                          up->nendpoints * sizeof(ngx_http_apim_endpoint_t));
-    rq->peers = ngx_palloc(r->pool,
-                          (up->npeers + 1) * sizeof(ngx_http_apim_peer_t));
-    if (rq->endpoints == NULL || rq->peers == NULL) {
-        return NGX_ERROR;
+    rq = (ngx_http_apim_upstream_req_t *) p;
+    ngx_memzero(rq, sizeof(ngx_http_apim_upstream_req_t));
+    p += ngx_align(sizeof(ngx_http_apim_upstream_req_t), sizeof(void *));
+
+    rq->endpoints = (ngx_http_apim_endpoint_t *) p;
+    p += up->nendpoints * sizeof(ngx_http_apim_endpoint_t);
+
+    rq->peers = (ngx_http_apim_peer_t *) p;
+    p += (up->npeers + 1) * sizeof(ngx_http_apim_peer_t);
+
+    for (i = 0; i < up->npeers; i++) {
+        peer = &rq->peers[i];
+        *peer = up->peers[i];
+        peer->sockaddr = (struct sockaddr *) p;
+        ngx_memcpy(p, up->peers[i].sockaddr, peer->socklen);
+        p += ngx_align(peer->socklen, sizeof(void *));
     }
 
     for (i = 0; i < up->nendpoints; i++) {
         rq->endpoints[i] = up->endpoints[i];
         ep = &rq->endpoints[i];
+        src = &up->endpoints[i];
 
-        if (ngx_http_apim_upstream_copy_str(r->pool, &ep->url,
-                                            &up->endpoints[i].url) != NGX_OK
-            || ngx_http_apim_upstream_copy_str(r->pool, &ep->host,
-                                        &up->endpoints[i].host) != NGX_OK
-            || ngx_http_apim_upstream_copy_str(r->pool, &ep->authority,
-                                   &up->endpoints[i].authority) != NGX_OK
-            || ngx_http_apim_upstream_copy_str(r->pool, &ep->path,
-                                        &up->endpoints[i].path) != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
+        p = ngx_http_apim_upstream_copy_str(p, &ep->url, &src->url);
+        p = ngx_http_apim_upstream_copy_str(p, &ep->host, &src->host);
+        p = ngx_http_apim_upstream_copy_str(p, &ep->authority,
+                                            &src->authority);
+        p = ngx_http_apim_upstream_copy_str(p, &ep->path, &src->path);
     }
 
     for (i = 0; i < up->npeers; i++) {
-        peer = &rq->peers[i];
-        *peer = up->peers[i];
-
-        peer->sockaddr = ngx_palloc(r->pool, up->peers[i].socklen);
-        if (peer->sockaddr == NULL
-            || ngx_http_apim_upstream_copy_str(r->pool, &peer->name,
-                                               &up->peers[i].name) != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
-
-        ngx_memcpy(peer->sockaddr, up->peers[i].sockaddr, peer->socklen);
+        p = ngx_http_apim_upstream_copy_str(p, &rq->peers[i].name,
+                                            &up->peers[i].name);
     }
 
     rq->nendpoints = up->nendpoints;
