@@ -305,6 +305,10 @@ static char *gw_render(const apim_config *cfg, const char *so, size_t solen)
 	fprintf(f, "events {\n    worker_connections 4096;\n}\n");
 	fprintf(f, "http {\n");
 	fprintf(f, "    server_tokens off;\n");
+	/* what a proxied API call allocates (the module's variables, the
+	 * backend JWT, the request to the backend) fits in one block of
+	 * the request's pool, not three of nginx's default 4k */
+	fprintf(f, "    request_pool_size 16k;\n");
 	const char *temps[] = {"client_body", "proxy", "fastcgi", "uwsgi", "scgi"};
 	for (size_t i = 0; i < sizeof(temps) / sizeof(temps[0]); i++)
 		fprintf(f, "    %s_temp_path %s/tmp/%s;\n", temps[i], gw.dir, temps[i]);
@@ -442,10 +446,19 @@ static char *gw_render(const apim_config *cfg, const char *so, size_t solen)
 	}
 	fprintf(f, "        location / {\n"
 		   "            apim_gateway on;\n");
-	if (balancer) {
+	if (balancer && gw_module_knows(so, solen, "apim_backend_uri")) {
+		/* no variables in proxy_pass: the module sets the request's URI
+		 * to the backend's, and its balancer picks the endpoint and
+		 * whether TLS is used (https here makes nginx prepare it) */
+		fprintf(f, "            apim_backend_uri on;\n"
+			   "            proxy_pass https://apim_backend;\n"
+			   "            proxy_redirect off;\n");
+	} else if (balancer) {
 		fprintf(f, "            proxy_pass $apim_upstream_scheme://apim_backend"
-			   "$apim_upstream_uri$is_args$args;\n"
-			   "            proxy_set_header Host $apim_upstream_host;\n"
+			   "$apim_upstream_uri$is_args$args;\n");
+	}
+	if (balancer) {
+		fprintf(f, "            proxy_set_header Host $apim_upstream_host;\n"
 			   "            proxy_next_upstream error timeout;\n"
 			   "            proxy_ssl_server_name on;\n"
 			   "            proxy_ssl_name $apim_upstream_name;\n");

@@ -203,8 +203,10 @@ class GatewayProfileTest(unittest.TestCase):
         # every API call goes to the module's balancer, connections reused
         self.assertIn("upstream apim_backend {\n        apim_balancer;\n"
                       "        keepalive 64;\n    }", conf)
-        self.assertIn("proxy_pass $apim_upstream_scheme://apim_backend"
-                      "$apim_upstream_uri$is_args$args;", conf)
+        # no variables in proxy_pass: the module sets the backend's URI
+        self.assertIn("apim_backend_uri on;\n"
+                      "            proxy_pass https://apim_backend;\n"
+                      "            proxy_redirect off;\n", conf)
         self.assertIn("proxy_next_upstream error timeout;", conf)
         self.assertIn("proxy_set_header Host $apim_upstream_host;", conf)
         self.assertNotIn("proxy_ssl_verify", conf)

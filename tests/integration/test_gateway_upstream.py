@@ -4,8 +4,10 @@ next endpoint when the first refuses or times out, connections to the
 backend are reused, https backends get SNI and Host of the endpoint, and
 the backend sees X-Forwarded-For/Proto.
 
-nginx runs with the same location as apimd renders (gateway_nginx.c) and a
-snapshot file (no apimd). Needs APIM_NGINX_MODULE and /usr/sbin/nginx.
+nginx runs with the same location as apimd renders (gateway_nginx.c:
+apim_backend_uri and a proxy_pass without variables) and a snapshot file
+(no apimd); a second server has the older form with variables in
+proxy_pass. Needs APIM_NGINX_MODULE and /usr/sbin/nginx.
 """
 
 import http.client
@@ -173,6 +175,8 @@ class GatewayUpstreamTest(unittest.TestCase):
             api(8, "/tls-ip", {"endpoint_type": "http",
                                "production_endpoints": {
                                    "url": "https://127.0.0.1:%d/secure" % cls.tls.server_port}}),
+            api(9, "/root", {"endpoint_type": "http",
+                              "production_endpoints": {"url": url(cls.keep)}}),
             api(7, "/down", {"endpoint_type": "failover",
                              "production_endpoints": {
                                  "url": "http://127.0.0.1:%d/" % cls.closed_port},
@@ -232,9 +236,15 @@ http {
     }
     server {
         listen 127.0.0.1:%(port)d;
+        # an internal redirect into the gateway's location
+        location /again/ {
+            rewrite ^/again(/.*)$ $1 last;
+        }
         location / {
             apim_gateway on;
-            proxy_pass $apim_upstream_scheme://apim_backend$apim_upstream_uri$is_args$args;
+            apim_backend_uri on;
+            proxy_pass https://apim_backend;
+            proxy_redirect off;
             proxy_set_header Host $apim_upstream_host;
             proxy_next_upstream error timeout;
             proxy_ssl_server_name on;
@@ -379,6 +389,33 @@ http {
         self.assertEqual(doc["headers"]["host"], "127.0.0.1:%d" % self.keep.server_port)
         doc = self.backend_of_with("/keep/v1/fwd", {"X-Forwarded-For": "10.1.2.3"})
         self.assertEqual(doc["headers"]["x-forwarded-for"], "10.1.2.3, 127.0.0.1")
+
+    def test_backend_uri_escaping_arguments_and_api_root(self):
+        # what the backend receives: the endpoint's path, the rest of the
+        # path escaped again, the query as the client sent it; the same
+        # with the older proxy_pass with variables (second server)
+        cases = [("/keep/v1/a%20b/c?x=1&y=%2F", "/k/a%20b/c?x=1&y=%2F"),
+                 ("/keep/v1/x%3Fy", "/k/x%3Fy"),
+                 ("/keep/v1/caf%C3%A9/", "/k/caf%C3%A9/"),
+                 ("/keep/v1/a+b?", "/k/a+b"),
+                 ("/keep/v1", "/k"),
+                 ("/keep/v1?q=2", "/k?q=2"),
+                 ("/root/v1", "/"),
+                 ("/root/v1/?q=3", "/?q=3"),
+                 ("/root/v1/deep/er", "/deep/er")]
+        # after an internal redirect (nginx escapes such a URI itself;
+        # not x%3Fy: rewrite takes a decoded "?" for the arguments)
+        for path, want in (cases[0], cases[2], cases[3]):
+            st, doc, body = self.call("/again" + path)
+            self.assertEqual(st, 200, (path, body))
+            self.assertEqual(doc["path"], want, path)
+        for path, want in cases:
+            for port in (self.port, self.verify_port):
+                st, doc, body = self.call(path, port=port)
+                self.assertEqual(st, 200, (path, port, body))
+                self.assertEqual(doc["path"], want, (path, port))
+                self.assertEqual(doc["headers"]["host"],
+                                 "127.0.0.1:%d" % self.keep.server_port)
 
     def backend_of_with(self, path, headers):
         st, doc, body = self.call(path, headers)

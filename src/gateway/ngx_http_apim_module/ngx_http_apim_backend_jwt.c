@@ -43,7 +43,11 @@
  * A backend JWT depends on the caller's verified token, the API and the
  * snapshot's data only (application, subscription, tiers): it is cached
  * under (the token cache's verification number, the snapshot's number,
- * the API id), compared in full.
+ * the API id), compared in full. A request that uses an entry points its
+ * header at it (no copy) and pins it until the request ends (a cleanup of
+ * r->pool): a pinned entry is not replaced, so the header stays intact
+ * until nginx has copied it into the request to the backend, however
+ * long the request waits for its body.
  */
 typedef struct {
     uint64_t                    gen;
@@ -52,12 +56,22 @@ typedef struct {
     u_char                      api_id[APIM_BJWT_API_ID];
     time_t                      exp;
     ngx_uint_t                  used;
+    ngx_uint_t                  pins;       /* requests using jwt */
     size_t                      len;
     u_char                      jwt[APIM_BJWT_MAX];
 } ngx_http_apim_bcache_t;
 
 
 static ngx_http_apim_bcache_t  ngx_http_apim_bcache[APIM_BCACHE_SIZE];
+
+
+static void
+ngx_http_apim_bcache_unpin(void *data)
+{
+    ngx_http_apim_bcache_t  *e = data;
+
+    e->pins--;
+}
 
 
 static void
@@ -301,6 +315,7 @@ ngx_http_apim_backend_jwt_set(ngx_http_request_t *r, ngx_http_apim_ctx_t *ctx,
     time_t                      now, exp;
     ngx_str_t                   body, payload, jwt, apictx, usertype, tenant;
     ngx_table_elt_t            *h;
+    ngx_pool_cleanup_t         *cln;
     ngx_http_apim_bcache_t     *e;
     ngx_http_apim_main_conf_t  *amcf;
 
@@ -434,7 +449,7 @@ ngx_http_apim_backend_jwt_set(ngx_http_request_t *r, ngx_http_apim_ctx_t *ctx,
         return NGX_ERROR;
     }
 
-    if (e != NULL) {
+    if (e != NULL && e->pins == 0) {
         e->used = 0;
 
         if (jwt.len <= APIM_BJWT_MAX) {
@@ -451,19 +466,28 @@ ngx_http_apim_backend_jwt_set(ngx_http_request_t *r, ngx_http_apim_ctx_t *ctx,
 
 header:
 
-    /* the header goes to the backend: it must outlive the cache entry */
     h = ngx_list_push(&r->headers_in.headers);
-    p = ngx_pnalloc(r->pool, jwt.len);
-    if (h == NULL || p == NULL) {
+    if (h == NULL) {
         return NGX_ERROR;
     }
 
-    ngx_memcpy(p, jwt.data, jwt.len);
+    if (e != NULL && jwt.data == e->jwt) {
+        /* the cached one (a signed one is in r->pool): pinned until the
+         * request ends, so that no other request replaces it */
+        cln = ngx_pool_cleanup_add(r->pool, 0);
+        if (cln == NULL) {
+            return NGX_ERROR;
+        }
+
+        cln->handler = ngx_http_apim_bcache_unpin;
+        cln->data = e;
+        e->pins++;
+    }
 
     h->hash = 1;
     ngx_str_set(&h->key, "X-JWT-Assertion");
     h->lowcase_key = (u_char *) "x-jwt-assertion";
-    h->value.data = p;
+    h->value.data = jwt.data;
     h->value.len = jwt.len;
 
     return NGX_OK;

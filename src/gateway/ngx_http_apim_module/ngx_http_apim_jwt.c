@@ -6,7 +6,9 @@
  * ngx_http_apim_jwk_find() names): the claims the request path needs are
  * then kept in a compact ngx_http_apim_claims_t (no JSON) in a
  * direct-mapped table of APIM_TCACHE_SIZE entries, indexed by a fast hash
- * of the whole token and compared with the whole token (constant time).
+ * of the token's length and last APIM_TCACHE_TAIL bytes (its signature:
+ * random to anyone without the signing key) and compared with the whole
+ * token in constant time, a machine word at a time.
  * Tokens longer than APIM_TCACHE_TOKEN are verified on every call. The table is a static array: each
  * worker has its own copy after fork, and the request path of a worker
  * is single-threaded, so there are no locks; the hit path allocates
@@ -16,7 +18,12 @@
  * from the cached claims and the current snapshot: exp and nbf, the key
  * (its kid must still name the same public key, which the entry holds a
  * reference to), the issuer bound to that key, and the revoked jtis.
- * Subscriptions and scopes are checked by the caller on every call.
+ * Subscriptions and scopes are checked by the caller on every call. The
+ * key, issuer and revocation checks depend only on the snapshot when the
+ * key is our Key Manager's (the snapshot's "jwks"): an entry remembers
+ * the snapshot (gen) it last passed them against and skips them while
+ * that snapshot is the current one. Another issuer's keys come from the
+ * JWKS thread and are looked up on every call.
  */
 
 
@@ -29,12 +36,16 @@
 #define APIM_TCACHE_SIZE   1024              /* power of two */
 #define APIM_CLAIMS_BUF    3072
 #define APIM_TCACHE_TOKEN  2048
+#define APIM_TCACHE_TAIL   32
 
 
 typedef struct {
     ngx_http_apim_claims_t      claims;
     EVP_PKEY                   *pkey;        /* a reference, or NULL */
     ngx_uint_t                  used;
+    uint64_t                    checked;     /* snapshot gen the key,
+                                                issuer and jti passed; 0 */
+    const ngx_http_apim_jwk_t  *jwk;         /* its key in that snapshot */
     uint64_t                    names;       /* claim names it was read with */
     size_t                      toklen;
     u_char                      tok[APIM_TCACHE_TOKEN];
@@ -110,6 +121,52 @@ ngx_http_apim_sha256_digest(const u_char *data, size_t len, u_char *out)
     }
 
     return NGX_OK;
+}
+
+
+/* 1 when a and b are equal; the time depends on len only */
+static ngx_uint_t
+ngx_http_apim_ct_equal(const u_char *a, const u_char *b, size_t len)
+{
+    uint64_t  x, y, a0, a1, b0, b1;
+
+    x = 0;
+    y = 0;
+
+    while (len >= 16) {
+        ngx_memcpy(&a0, a, 8);
+        ngx_memcpy(&a1, a + 8, 8);
+        ngx_memcpy(&b0, b, 8);
+        ngx_memcpy(&b1, b + 8, 8);
+        x |= a0 ^ b0;
+        y |= a1 ^ b1;
+        a += 16;
+        b += 16;
+        len -= 16;
+    }
+
+    while (len) {
+        x |= (uint64_t) (*a++ ^ *b++);
+        len--;
+    }
+
+    return (x | y) == 0;
+}
+
+
+/* the cache slot of a token: its length and its last bytes */
+static ngx_http_apim_tcache_t *
+ngx_http_apim_tcache_slot(ngx_str_t *tok)
+{
+    size_t     n;
+    uint64_t   h;
+
+    n = tok->len < APIM_TCACHE_TAIL ? tok->len : APIM_TCACHE_TAIL;
+
+    h = ngx_http_apim_hash64(tok->data + tok->len - n, n)
+        ^ (tok->len * 0x9e3779b97f4a7c15ULL);
+
+    return &ngx_http_apim_tcache[(h ^ (h >> 29)) & (APIM_TCACHE_SIZE - 1)];
 }
 
 
@@ -455,6 +512,7 @@ static void
 ngx_http_apim_tcache_drop(ngx_http_apim_tcache_t *e)
 {
     e->used = 0;
+    e->checked = 0;
 
     if (e->pkey != NULL) {
         EVP_PKEY_free(e->pkey);
@@ -483,12 +541,21 @@ ngx_http_apim_jwt_verify(ngx_http_request_t *r,
         return NGX_DECLINED;
     }
 
-    e = &ngx_http_apim_tcache[ngx_http_apim_hash64(tok->data, tok->len)
-                              & (APIM_TCACHE_SIZE - 1)];
+    e = ngx_http_apim_tcache_slot(tok);
 
     if (e->used && e->toklen == tok->len
-        && CRYPTO_memcmp(e->tok, tok->data, tok->len) == 0)
+        && ngx_http_apim_ct_equal(e->tok, tok->data, tok->len))
     {
+        cl = &e->claims;
+        pkey = e->pkey;
+
+        if (e->checked == snap->gen) {
+            /* our key, issuer and jti passed against this very snapshot */
+            ngx_http_apim_tcache_hits++;
+            jwk = e->jwk;
+            goto times;
+        }
+
         /* read again when its key manager now names other claims */
         jwk = ngx_http_apim_jwk_find(snap, (const char *) e->claims.kid.data,
                                      e->claims.iss.len
@@ -496,8 +563,6 @@ ngx_http_apim_jwt_verify(ngx_http_request_t *r,
 
         if (jwk == NULL || ngx_http_apim_claim_names(jwk) == e->names) {
             ngx_http_apim_tcache_hits++;
-            cl = &e->claims;
-            pkey = e->pkey;
             goto check;
         }
 
@@ -598,6 +663,8 @@ ngx_http_apim_jwt_verify(ngx_http_request_t *r,
         cl->gen = 0;
     }
 
+    /* found again below by the claims, as for a cached token */
+    jwk = NULL;
     rc = NGX_OK;
 
 done:
@@ -612,26 +679,16 @@ done:
 check:
 
     /* every call, cached or not: what may have changed since */
-    now = ngx_time();
-
-    if (cl->exp + APIM_LEEWAY < now) {
-        if (cl == &e->claims) {
-            ngx_http_apim_tcache_drop(e);
-        }
-        return NGX_DECLINED;
-    }
-
-    if (cl->nbf != 0 && cl->nbf - APIM_LEEWAY > now) {
-        return NGX_DECLINED;
-    }
+    e->checked = 0;
 
     /* the kid must still name the key that verified the signature */
-    jwk = ngx_http_apim_jwk_find(snap, (const char *) cl->kid.data,
-                                 cl->iss.len ? (const char *) cl->iss.data
-                                             : NULL);
-
     if (jwk == NULL) {
-        return NGX_DECLINED;
+        jwk = ngx_http_apim_jwk_find(snap, (const char *) cl->kid.data,
+                                     cl->iss.len ? (const char *) cl->iss.data
+                                                 : NULL);
+        if (jwk == NULL) {
+            return NGX_DECLINED;
+        }
     }
 
     if (jwk->pkey != pkey) {
@@ -662,6 +719,30 @@ check:
         return NGX_DECLINED;
     }
 
+    if (cl == &e->claims && e->used && jwk->key_manager == NULL
+        && e->pkey == jwk->pkey)
+    {
+        /* our Key Manager's key: found in the snapshot alone */
+        e->checked = snap->gen;
+        e->jwk = jwk;
+    }
+
+times:
+
+    now = ngx_time();
+
+    if (cl->exp + APIM_LEEWAY < now) {
+        if (cl == &e->claims) {
+            ngx_http_apim_tcache_drop(e);
+        }
+        return NGX_DECLINED;
+    }
+
+    if (cl->nbf != 0 && cl->nbf - APIM_LEEWAY > now) {
+        return NGX_DECLINED;
+    }
+
+    cl->jwk = jwk;
     *out = cl;
 
     return NGX_OK;

@@ -3,6 +3,10 @@
  *
  * Directives:
  *   apim_gateway on|off;              (location) check requests here
+ *   apim_backend_uri on|off;          (location) the request's URI becomes
+ *                                     the backend's, for a proxy_pass
+ *                                     without variables (see
+ *                                     ngx_http_apim_upstream.c)
  * Feed mode, the data from the control plane (all http level):
  *   apim_control_plane_url <url>;     e.g. http://127.0.0.1:9443
  *   apim_gateway_credential <secret>; sent as X-APIM-Gateway-Credential
@@ -84,6 +88,13 @@ static ngx_command_t  ngx_http_apim_commands[] = {
       ngx_conf_set_flag_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_apim_loc_conf_t, enable),
+      NULL },
+
+    { ngx_string("apim_backend_uri"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_apim_loc_conf_t, backend_uri),
       NULL },
 
     { ngx_string("apim_backend_jwt"),
@@ -438,26 +449,6 @@ ngx_http_apim_verb_match(ngx_http_request_t *r, const char *verb)
 }
 
 
-static ngx_int_t
-ngx_http_apim_set_str(ngx_http_request_t *r, ngx_str_t *dst, const char *src)
-{
-    if (src == NULL) {
-        ngx_str_set(dst, "");
-        return NGX_OK;
-    }
-
-    dst->len = ngx_strlen(src);
-    dst->data = ngx_pnalloc(r->pool, dst->len + 1);
-    if (dst->data == NULL) {
-        return NGX_ERROR;
-    }
-
-    ngx_memcpy(dst->data, src, dst->len + 1);
-
-    return NGX_OK;
-}
-
-
 /* $apim_resource: "VERB /template" */
 static ngx_int_t
 ngx_http_apim_set_resource(ngx_http_request_t *r, ngx_http_apim_ctx_t *ctx,
@@ -577,17 +568,23 @@ static ngx_int_t
 ngx_http_apim_strip_headers(ngx_http_request_t *r, ngx_uint_t authz,
     ngx_str_t *apikey)
 {
-    ngx_uint_t        i;
+    ngx_uint_t        i, n;
     ngx_list_t        old;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h, *nh;
 
     /* a new list in place (its "last" points into itself); the old parts
      * stay allocated in r->pool, and the typed pointers (host,
-     * user_agent...) keep pointing into them */
+     * user_agent...) keep pointing into them. Sized for the headers kept
+     * and X-JWT-Assertion: the request's pool stays small */
     old = r->headers_in.headers;
 
-    if (ngx_list_init(&r->headers_in.headers, r->pool, 20,
+    n = 1;
+    for (part = &old.part; part != NULL; part = part->next) {
+        n += part->nelts;
+    }
+
+    if (ngx_list_init(&r->headers_in.headers, r->pool, n,
                       sizeof(ngx_table_elt_t))
         != NGX_OK)
     {
@@ -608,10 +605,14 @@ ngx_http_apim_strip_headers(ngx_http_request_t *r, ngx_uint_t authz,
             i = 0;
         }
 
+        /* nginx refuses a request with two (a unique header), and points
+         * headers_in.authorization to the one */
         if (authz
-            && h[i].key.len == sizeof("Authorization") - 1
-            && ngx_strncasecmp(h[i].key.data, (u_char *) "Authorization",
-                               h[i].key.len) == 0)
+            && (&h[i] == r->headers_in.authorization
+                || (h[i].key.len == sizeof("Authorization") - 1
+                    && ngx_strncasecmp(h[i].key.data,
+                                       (u_char *) "Authorization",
+                                       h[i].key.len) == 0)))
         {
             continue;
         }
@@ -691,6 +692,90 @@ ngx_http_apim_strip_arg(ngx_http_request_t *r, ngx_str_t *name)
 }
 
 
+/*
+ * The application and subscription an OAuth token had on an API, per
+ * worker: valid while the token's cache entry (cl->gen) and the snapshot
+ * (gen) are the same, since they follow from those two alone; the
+ * pointers are into that snapshot. Saves the key and subscription
+ * lookups of every call after a token's first on an API.
+ */
+#define APIM_MEMO_SIZE  1024                /* 2^10: ngx_http_apim_memo_slot */
+
+typedef struct {
+    uint64_t                    token;      /* cl->gen, 0: unused */
+    uint64_t                    snap;       /* snap->gen */
+    const ngx_http_apim_api_t  *api;
+    const ngx_http_apim_app_t  *app;
+    ngx_http_apim_sub_t        *sub;
+    ngx_uint_t                  sandbox;
+} ngx_http_apim_memo_t;
+
+static ngx_http_apim_memo_t  ngx_http_apim_memo[APIM_MEMO_SIZE];
+
+
+/*
+ * The API a request URI names, per worker and snapshot: the longest
+ * prefix lookup below costs a map lookup per segment of the URI, most of
+ * them misses; a URI seen before against the same snapshot takes one
+ * hash and one comparison. URIs up to APIM_ROUTE_URI bytes.
+ */
+#define APIM_ROUTE_SIZE  1024               /* power of two */
+#define APIM_ROUTE_URI   232
+
+typedef struct {
+    uint64_t                    snap;       /* snap->gen, 0: unused */
+    ngx_http_apim_api_t        *api;
+    size_t                      prefix;     /* the API's part of the URI */
+    size_t                      len;
+    u_char                      uri[APIM_ROUTE_URI];
+} ngx_http_apim_route_t;
+
+static ngx_http_apim_route_t  ngx_http_apim_route[APIM_ROUTE_SIZE];
+
+
+static ngx_http_apim_memo_t *
+ngx_http_apim_memo_slot(uint64_t token, const ngx_http_apim_api_t *api)
+{
+    uint64_t  h;
+
+    h = (token ^ ((uintptr_t) api >> 4)) * 0x9e3779b97f4a7c15ULL;
+
+    return &ngx_http_apim_memo[h >> 54];
+}
+
+
+/* copies n NUL-terminated strings (NULL: "") into r->pool, in one block */
+static ngx_int_t
+ngx_http_apim_set_strs(ngx_http_request_t *r, ngx_str_t **dst,
+    const char **src, ngx_uint_t n)
+{
+    u_char      *p;
+    size_t       len[16], total;
+    ngx_uint_t   i;
+
+    total = 0;
+
+    for (i = 0; i < n; i++) {
+        len[i] = src[i] ? ngx_strlen(src[i]) : 0;
+        total += len[i] + 1;
+    }
+
+    p = ngx_pnalloc(r->pool, total);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < n; i++) {
+        dst[i]->data = p;
+        dst[i]->len = len[i];
+        p = ngx_cpymem(p, src[i] ? src[i] : "", len[i]);
+        *p++ = '\0';
+    }
+
+    return NGX_OK;
+}
+
+
 static ngx_int_t
 ngx_http_apim_handler(ngx_http_request_t *r)
 {
@@ -713,6 +798,10 @@ ngx_http_apim_handler(ngx_http_request_t *r)
     ngx_http_apim_loc_conf_t  *alcf;
     const ngx_http_apim_fault_t  *fault;
     u_char                     subkey[512];
+    ngx_str_t                 *dst[8];
+    const char                *src[8];
+    ngx_http_apim_memo_t      *memo;
+    ngx_http_apim_route_t     *route;
 
     alcf = ngx_http_get_module_loc_conf(r, ngx_http_apim_module);
 
@@ -744,31 +833,57 @@ ngx_http_apim_handler(ngx_http_request_t *r)
     }
 
     /* the API: the longest "/seg/seg..." prefix that names one */
-    p = r->uri.data;
-    end = r->uri.data + r->uri.len;
-    nb = 0;
-
-    for ( ; p <= end && nb < APIM_MAX_SEGMENTS; p++) {
-        if (p == end || (*p == '/' && p != r->uri.data)) {
-            bounds[nb++] = p;
-        }
-    }
-
     api = NULL;
     end = NULL;
+    route = NULL;
 
-    while (nb > 0) {
-        nb--;
-        api = ngx_http_apim_map_get(&snap->apis, r->uri.data,
-                                    bounds[nb] - r->uri.data);
-        if (api != NULL) {
-            end = bounds[nb];
-            break;
+    if (r->uri.len <= APIM_ROUTE_URI) {
+        route = &ngx_http_apim_route[ngx_http_apim_hash64(r->uri.data,
+                                                          r->uri.len)
+                                     & (APIM_ROUTE_SIZE - 1)];
+
+        if (route->snap == snap->gen && route->len == r->uri.len
+            && ngx_memcmp(route->uri, r->uri.data, r->uri.len) == 0)
+        {
+            api = route->api;
+            end = r->uri.data + route->prefix;
         }
     }
 
     if (api == NULL) {
-        return ngx_http_apim_fault(r, &ngx_http_apim_no_resource);
+        p = r->uri.data;
+        end = r->uri.data + r->uri.len;
+        nb = 0;
+
+        for ( ; p <= end && nb < APIM_MAX_SEGMENTS; p++) {
+            if (p == end || (*p == '/' && p != r->uri.data)) {
+                bounds[nb++] = p;
+            }
+        }
+
+        end = NULL;
+
+        while (nb > 0) {
+            nb--;
+            api = ngx_http_apim_map_get(&snap->apis, r->uri.data,
+                                        bounds[nb] - r->uri.data);
+            if (api != NULL) {
+                end = bounds[nb];
+                break;
+            }
+        }
+
+        if (api == NULL) {
+            return ngx_http_apim_fault(r, &ngx_http_apim_no_resource);
+        }
+
+        if (route != NULL) {
+            route->snap = snap->gen;
+            route->api = api;
+            route->prefix = end - r->uri.data;
+            route->len = r->uri.len;
+            ngx_memcpy(route->uri, r->uri.data, r->uri.len);
+        }
     }
 
     /* the resource: operations are sorted most specific first */
@@ -803,23 +918,26 @@ ngx_http_apim_handler(ngx_http_request_t *r)
 
     /* $apim_rest: the path below the API, escaped again for the upstream */
     len = end - p;
-    ctx->rest.len = len + 2 * ngx_escape_uri(NULL, p, len, NGX_ESCAPE_URI);
+    i = ngx_escape_uri(NULL, p, len, NGX_ESCAPE_URI);
+    ctx->rest.len = len + 2 * i;
     ctx->rest.data = ngx_pnalloc(r->pool, ctx->rest.len + 1);
     if (ctx->rest.data == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-    if (len == 0) {
-        ctx->rest.len = 0;
+    if (i == 0) {
+        ngx_memcpy(ctx->rest.data, p, len);
     } else {
         ngx_escape_uri(ctx->rest.data, p, len, NGX_ESCAPE_URI);
     }
 
-    if (ngx_http_apim_set_str(r, &ctx->api_id, api->id) != NGX_OK
-        || ngx_http_apim_set_str(r, &ctx->api_name, api->name) != NGX_OK
-        || ngx_http_apim_set_str(r, &ctx->api_version, api->version) != NGX_OK
-        || ngx_http_apim_set_str(r, &ctx->api_context, api->context) != NGX_OK
-        || ngx_http_apim_set_str(r, &ctx->api_tier, api->tier) != NGX_OK
-        || ngx_http_apim_set_str(r, &ctx->resource_tier, op->tier) != NGX_OK
+    dst[0] = &ctx->api_id;          src[0] = api->id;
+    dst[1] = &ctx->api_name;        src[1] = api->name;
+    dst[2] = &ctx->api_version;     src[2] = api->version;
+    dst[3] = &ctx->api_context;     src[3] = api->context;
+    dst[4] = &ctx->api_tier;        src[4] = api->tier;
+    dst[5] = &ctx->resource_tier;   src[5] = op->tier;
+
+    if (ngx_http_apim_set_strs(r, dst, src, 6) != NGX_OK
         || ngx_http_apim_set_resource(r, ctx, op) != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -828,6 +946,7 @@ ngx_http_apim_handler(ngx_http_request_t *r)
     sandbox = 0;
     app = NULL;
     cl = NULL;
+    sub = NULL;
 
     if (op->auth_none) {
         if (api->blocked) {
@@ -942,6 +1061,17 @@ ngx_http_apim_handler(ngx_http_request_t *r)
             goto failed;
         }
 
+    } else if (cl->gen != 0
+               && (memo = ngx_http_apim_memo_slot(cl->gen, api))->token
+                  == cl->gen
+               && memo->snap == snap->gen && memo->api == api)
+    {
+        /* this token's application and subscription on this API, as
+         * found against this snapshot */
+        app = memo->app;
+        sandbox = memo->sandbox;
+        sub = memo->sub;
+
     } else {
         km = ngx_http_apim_map_get(&snap->keys, cl->client.data,
                                    cl->client.len);
@@ -952,9 +1082,7 @@ ngx_http_apim_handler(ngx_http_request_t *r)
         /* the client must be one of the token issuer's key manager: another
          * issuer may not name an application's client of ours, nor ours
          * one of theirs */
-        jwk = ngx_http_apim_jwk_find(snap, (const char *) cl->kid.data,
-                                     cl->iss.len ? (const char *) cl->iss.data
-                                                 : NULL);
+        jwk = cl->jwk;
         if (jwk == NULL
             || (jwk->key_manager == NULL) != (km->key_manager == NULL)
             || (jwk->key_manager != NULL
@@ -976,9 +1104,21 @@ ngx_http_apim_handler(ngx_http_request_t *r)
     *p++ = '\n';
     ngx_memcpy(p, api->id, ngx_strlen(api->id));
 
-    sub = ngx_http_apim_map_get(&snap->subs, subkey, len);
     if (sub == NULL) {
-        goto failed;
+        sub = ngx_http_apim_map_get(&snap->subs, subkey, len);
+        if (sub == NULL) {
+            goto failed;
+        }
+
+        if (!by_key && cl->gen != 0) {
+            memo = ngx_http_apim_memo_slot(cl->gen, api);
+            memo->token = cl->gen;
+            memo->snap = snap->gen;
+            memo->api = api;
+            memo->app = app;
+            memo->sub = sub;
+            memo->sandbox = sandbox;
+        }
     }
 
     if (ngx_strcmp(sub->status, "BLOCKED") == 0
@@ -1013,13 +1153,14 @@ ngx_http_apim_handler(ngx_http_request_t *r)
     ctx->user.len = cl->sub.len;
     ctx->user.data = ngx_pstrdup(r->pool, &cl->sub);
 
+    dst[0] = &ctx->app_id;              src[0] = app->id;
+    dst[1] = &ctx->app_name;            src[1] = app->name;
+    dst[2] = &ctx->app_owner;           src[2] = app->owner;
+    dst[3] = &ctx->app_tier;            src[3] = app->tier;
+    dst[4] = &ctx->subscription_tier;   src[4] = sub->tier;
+
     if ((cl->sub.len && ctx->user.data == NULL)
-        || ngx_http_apim_set_str(r, &ctx->app_id, app->id) != NGX_OK
-        || ngx_http_apim_set_str(r, &ctx->app_name, app->name) != NGX_OK
-        || ngx_http_apim_set_str(r, &ctx->app_owner, app->owner) != NGX_OK
-        || ngx_http_apim_set_str(r, &ctx->app_tier, app->tier) != NGX_OK
-        || ngx_http_apim_set_str(r, &ctx->subscription_tier, sub->tier)
-           != NGX_OK
+        || ngx_http_apim_set_strs(r, dst, src, 5) != NGX_OK
         || ngx_http_apim_strip_headers(r, !by_key, by_key ? &keyname : NULL)
            != NGX_OK
         || (key_in_query && ngx_http_apim_strip_arg(r, &keyname) != NGX_OK))
@@ -1057,7 +1198,9 @@ backend:
         return ngx_http_apim_fault(r, fault);
     }
 
-    if (ngx_http_apim_upstream_set(r, ctx, up) != NGX_OK) {
+    if (ngx_http_apim_upstream_set(r, ctx, up) != NGX_OK
+        || (alcf->backend_uri && ngx_http_apim_upstream_uri(r, ctx) != NGX_OK))
+    {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -1201,6 +1344,7 @@ ngx_http_apim_create_loc_conf(ngx_conf_t *cf)
     }
 
     alcf->enable = NGX_CONF_UNSET;
+    alcf->backend_uri = NGX_CONF_UNSET;
 
     return alcf;
 }
@@ -1213,6 +1357,7 @@ ngx_http_apim_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_apim_loc_conf_t  *conf = child;
 
     ngx_conf_merge_value(conf->enable, prev->enable, 0);
+    ngx_conf_merge_value(conf->backend_uri, prev->backend_uri, 0);
 
     return NGX_CONF_OK;
 }

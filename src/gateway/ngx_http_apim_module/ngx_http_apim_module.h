@@ -51,6 +51,7 @@ typedef struct {
 
 typedef struct {
     ngx_flag_t                  enable;
+    ngx_flag_t                  backend_uri;    /* apim_backend_uri */
 } ngx_http_apim_loc_conf_t;
 
 
@@ -306,6 +307,13 @@ ngx_http_apim_upstream_t *ngx_http_apim_upstream_build(ngx_http_apim_snap_t *s,
 ngx_int_t ngx_http_apim_upstream_set(ngx_http_request_t *r,
     ngx_http_apim_ctx_t *ctx, const ngx_http_apim_upstream_t *up);
 
+/* ngx_http_apim_upstream.c: after ngx_http_apim_upstream_set(), makes the
+ * request's URI the backend's (the endpoint's path and ctx->rest), which
+ * a proxy_pass without variables sends (apim_backend_uri on). NGX_OK or
+ * NGX_ERROR. */
+ngx_int_t ngx_http_apim_upstream_uri(ngx_http_request_t *r,
+    ngx_http_apim_ctx_t *ctx);
+
 /* ngx_http_apim_cors.c: the API's corsConfiguration; NULL when disabled. */
 ngx_http_apim_cors_t *ngx_http_apim_cors_build(ngx_http_apim_snap_t *s,
     json_t *cors_config, ngx_log_t *log);
@@ -355,6 +363,8 @@ typedef struct {
     ngx_str_t                   extra;      /* other claims, JSON members */
     uint64_t                    gen;        /* this verification, unique in
                                                the worker; 0: not cached */
+    const ngx_http_apim_jwk_t  *jwk;        /* the key that verified it, in
+                                               the snapshot of this call */
 } ngx_http_apim_claims_t;
 
 /* NGX_OK and *cl: a valid token (signature, exp, nbf, key, issuer, not

@@ -803,7 +803,7 @@ ngx_http_apim_throttle_policy(ngx_http_apim_snap_t *s, json_t *pol,
         return NGX_ERROR;
     }
 
-    h = (ngx_hash_key((u_char *) name, ngx_strlen(name)) + level)
+    h = (ngx_http_apim_hash64((u_char *) name, ngx_strlen(name)) + level)
         % APIM_THROTTLE_BUCKETS;
     l->next = s->limits->buckets[h];
     s->limits->buckets[h] = l;
@@ -827,7 +827,8 @@ ngx_http_apim_limit_find(const ngx_http_apim_snap_t *snap, ngx_uint_t level,
         return NULL;
     }
 
-    h = (ngx_hash_key(name->data, name->len) + level) % APIM_THROTTLE_BUCKETS;
+    h = (ngx_http_apim_hash64(name->data, name->len) + level)
+        % APIM_THROTTLE_BUCKETS;
 
     for (l = snap->limits->buckets[h]; l; l = l->next) {
         if (l->level == level && ngx_strlen(l->name) == name->len
@@ -855,7 +856,7 @@ ngx_http_apim_tkey_find(const u_char *key, size_t len, ngx_uint_t create)
         return NULL;
     }
 
-    hash = ngx_hash_key((u_char *) key, len);
+    hash = (ngx_uint_t) ngx_http_apim_hash64(key, len);
 
     for (i = hash & (APIM_THROTTLE_SLOTS - 1), n = 0;
          n < APIM_THROTTLE_SLOTS;

@@ -21,13 +21,26 @@
  *       keepalive 64;          (on 1.22: after apim_balancer)
  *   }
  *
- * (no "server" line is needed) and the variables
+ * (no "server" line is needed). The rendered configuration proxies with
+ *
+ *   apim_backend_uri on;
+ *   proxy_pass https://apim_backend;
+ *   proxy_redirect off;
+ *
+ * a proxy_pass without variables (nginx parses no URL and looks up no
+ * upstream by name per request): ngx_http_apim_upstream_uri() makes the
+ * request's URI the backend's (the endpoint's path and $apim_rest, already
+ * escaped), which nginx sends with $args; "https" only makes nginx prepare
+ * TLS for the location, and the balancer switches it per request to the
+ * scheme of the chosen endpoint (u->ssl). The older form with the
+ * variables
+ *
  *   $apim_upstream_scheme   "http" or "https" of the chosen endpoint
  *   $apim_upstream_uri      the endpoint's path and $apim_rest
  *   $apim_upstream_host     host[:port] of the endpoint, for Host
  *   $apim_upstream_name     host of the endpoint being tried, for SNI
  *                           (an IPv6 address in brackets: no SNI)
- * so that the rendered configuration proxies with
+ * works as well:
  *   proxy_pass $apim_upstream_scheme://apim_backend$apim_upstream_uri$is_args$args;
  * ngx_http_apim_upstream_set() (access phase) copies the endpoints of the
  * API into r->pool (the snapshot may be freed while the request waits for
@@ -786,19 +799,14 @@ ngx_http_apim_upstream_build(ngx_http_apim_snap_t *s, json_t *endpoint_config,
 
 /* -- request path ----------------------------------------------------------- */
 
-static ngx_int_t
-ngx_http_apim_upstream_copy_str(ngx_pool_t *pool, ngx_str_t *dst,
+static u_char *
+ngx_http_apim_upstream_copy_str(u_char *p, ngx_str_t *dst,
     const ngx_str_t *src)
 {
     dst->len = src->len;
-    dst->data = ngx_pnalloc(pool, src->len + 1);
-    if (dst->data == NULL) {
-        return NGX_ERROR;
-    }
+    dst->data = p;
 
-    ngx_memcpy(dst->data, src->data, src->len + 1);
-
-    return NGX_OK;
+    return ngx_cpymem(p, src->data, src->len + 1);
 }
 
 
@@ -806,54 +814,73 @@ ngx_int_t
 ngx_http_apim_upstream_set(ngx_http_request_t *r, ngx_http_apim_ctx_t *ctx,
     const ngx_http_apim_upstream_t *up)
 {
+    u_char                        *p;
+    size_t                         size, heads;
     ngx_uint_t                     i, start;
     ngx_http_apim_peer_t          *peer;
     ngx_http_apim_endpoint_t      *ep;
+    const ngx_http_apim_endpoint_t  *src;
     ngx_http_apim_upstream_req_t  *rq;
 
-    rq = ngx_pcalloc(r->pool, sizeof(ngx_http_apim_upstream_req_t));
-    if (rq == NULL) {
+    /* one allocation: the structures, the addresses, then the strings
+     * (copies: the snapshot may be freed while the request waits) */
+    heads = ngx_align(sizeof(ngx_http_apim_upstream_req_t), sizeof(void *))
+            + up->nendpoints * sizeof(ngx_http_apim_endpoint_t)
+            + (up->npeers + 1) * sizeof(ngx_http_apim_peer_t);
+    size = heads;
+
+    for (i = 0; i < up->npeers; i++) {
+        size += ngx_align(up->peers[i].socklen, sizeof(void *));
+    }
+
+    for (i = 0; i < up->nendpoints; i++) {
+        src = &up->endpoints[i];
+        size += src->url.len + src->host.len + src->authority.len
+                + src->path.len + 4;
+    }
+
+    for (i = 0; i < up->npeers; i++) {
+        size += up->peers[i].name.len + 1;
+    }
+
+    p = ngx_palloc(r->pool, size);
+    if (p == NULL) {
         return NGX_ERROR;
     }
 
-    rq->endpoints = ngx_palloc(r->pool,
-                          up->nendpoints * sizeof(ngx_http_apim_endpoint_t));
-    rq->peers = ngx_palloc(r->pool,
-                          (up->npeers + 1) * sizeof(ngx_http_apim_peer_t));
-    if (rq->endpoints == NULL || rq->peers == NULL) {
-        return NGX_ERROR;
+    rq = (ngx_http_apim_upstream_req_t *) p;
+    ngx_memzero(rq, sizeof(ngx_http_apim_upstream_req_t));
+    p += ngx_align(sizeof(ngx_http_apim_upstream_req_t), sizeof(void *));
+
+    rq->endpoints = (ngx_http_apim_endpoint_t *) p;
+    p += up->nendpoints * sizeof(ngx_http_apim_endpoint_t);
+
+    rq->peers = (ngx_http_apim_peer_t *) p;
+    p += (up->npeers + 1) * sizeof(ngx_http_apim_peer_t);
+
+    for (i = 0; i < up->npeers; i++) {
+        peer = &rq->peers[i];
+        *peer = up->peers[i];
+        peer->sockaddr = (struct sockaddr *) p;
+        ngx_memcpy(p, up->peers[i].sockaddr, peer->socklen);
+        p += ngx_align(peer->socklen, sizeof(void *));
     }
 
     for (i = 0; i < up->nendpoints; i++) {
         rq->endpoints[i] = up->endpoints[i];
         ep = &rq->endpoints[i];
+        src = &up->endpoints[i];
 
-        if (ngx_http_apim_upstream_copy_str(r->pool, &ep->url,
-                                            &up->endpoints[i].url) != NGX_OK
-            || ngx_http_apim_upstream_copy_str(r->pool, &ep->host,
-                                        &up->endpoints[i].host) != NGX_OK
-            || ngx_http_apim_upstream_copy_str(r->pool, &ep->authority,
-                                   &up->endpoints[i].authority) != NGX_OK
-            || ngx_http_apim_upstream_copy_str(r->pool, &ep->path,
-                                        &up->endpoints[i].path) != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
+        p = ngx_http_apim_upstream_copy_str(p, &ep->url, &src->url);
+        p = ngx_http_apim_upstream_copy_str(p, &ep->host, &src->host);
+        p = ngx_http_apim_upstream_copy_str(p, &ep->authority,
+                                            &src->authority);
+        p = ngx_http_apim_upstream_copy_str(p, &ep->path, &src->path);
     }
 
     for (i = 0; i < up->npeers; i++) {
-        peer = &rq->peers[i];
-        *peer = up->peers[i];
-
-        peer->sockaddr = ngx_palloc(r->pool, up->peers[i].socklen);
-        if (peer->sockaddr == NULL
-            || ngx_http_apim_upstream_copy_str(r->pool, &peer->name,
-                                               &up->peers[i].name) != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
-
-        ngx_memcpy(peer->sockaddr, up->peers[i].sockaddr, peer->socklen);
+        p = ngx_http_apim_upstream_copy_str(p, &rq->peers[i].name,
+                                            &up->peers[i].name);
     }
 
     rq->nendpoints = up->nendpoints;
@@ -880,6 +907,53 @@ ngx_http_apim_upstream_set(ngx_http_request_t *r, ngx_http_apim_ctx_t *ctx,
          * or proxy_pass would send the client's URI */
         ngx_str_set(&ctx->rest, "/");
     }
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_apim_upstream_uri(ngx_http_request_t *r, ngx_http_apim_ctx_t *ctx)
+{
+    u_char                        *p, *dst, *src;
+    size_t                         len;
+    ngx_http_apim_endpoint_t      *ep;
+    ngx_http_apim_upstream_req_t  *rq;
+
+    rq = ctx->upstream;
+    ep = &rq->endpoints[rq->start];
+
+    /* upstream_set made ctx->rest "/" when both are empty */
+    len = ep->path.len + ctx->rest.len;
+
+    p = ngx_pnalloc(r->pool, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(ngx_cpymem(p, ep->path.data, ep->path.len), ctx->rest.data,
+               ctx->rest.len);
+
+    if (r->internal) {
+        /* nginx escapes the URI of an internal request: unescaped then */
+        dst = ngx_pnalloc(r->pool, len);
+        if (dst == NULL) {
+            return NGX_ERROR;
+        }
+
+        src = p;
+        p = dst;
+        ngx_unescape_uri(&dst, &src, len, NGX_UNESCAPE_URI);
+        len = dst - p;
+
+    } else {
+        /* sent as it is (it is escaped), not the client's URI */
+        r->quoted_uri = 0;
+    }
+
+    r->uri.data = p;
+    r->uri.len = len;
+    r->valid_unparsed_uri = 0;
 
     return NGX_OK;
 }
@@ -1060,6 +1134,20 @@ ngx_http_apim_upstream_init_peer(ngx_http_request_t *r,
 #endif
 
     rq->tried = 0;
+
+#if (NGX_HTTP_SSL)
+    /* the scheme of the request's first endpoint, as its URI and Host */
+    if (rq->endpoints[rq->start].ssl && u->conf->ssl == NULL) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "apim_balancer: endpoint \"%V\" is https, but "
+                      "proxy_pass names neither https://apim_backend nor "
+                      "variables",
+                      &rq->endpoints[rq->start].url);
+        return NGX_ERROR;
+    }
+
+    u->ssl = rq->endpoints[rq->start].ssl ? 1 : 0;
+#endif
 
     own = 0;
     for (i = 0; i < rq->nendpoints; i++) {
