@@ -289,6 +289,78 @@ class TrafficManagerTest(unittest.TestCase):
         total = sum(max(held[p], counts[p]) for p in parties)
         self.assertLessEqual(total, 100, (held, counts))
 
+    def metrics(self, tm):
+        """name -> value of the Prometheus text at the TM's /metrics"""
+        r = tm.client(None).get("/metrics")
+        self.assertEqual(r.status, 200, r.text)
+        self.assertTrue(r.headers["content-type"].startswith("text/plain"), r.headers)
+        out = {}
+        for line in r.text.splitlines():
+            if line and not line.startswith("#"):
+                name, value = line.rsplit(" ", 1)
+                out[name] = float(value)
+        return out
+
+    def test_6_health_and_metrics_follow_the_usage(self):
+        tm = [t for t in self.tms if t.running()]
+        tm = tm[0] if tm else self.start_tm("d")
+        c = tm.client(None)
+        self.assertEqual(c.get("/health/live").status, 200)
+        r = c.get("/health/ready")
+        self.assertEqual(r.status, 200, r.text)
+        self.assertEqual(r.json, {"status": "UP",
+                                  "checks": {"eventHub": "UP", "policies": "UP"}})
+        self.assertIn("health         http://localhost:%d/health/ready" % tm.port,
+                      tm.stdout())
+        before = self.metrics(tm)
+        self.assertGreaterEqual(before["apim_tm_policies"], 1)
+        self.assertEqual(before["apim_tm_event_hub_connected"], 1)
+        beat = self.heartbeat_of(tm, time.monotonic())
+        self.assertEqual(before["apim_tm_is_leader"], 1 if beat["leader"] else 0)
+        key = "sub:app-6:/metrics:1.0"
+        self.drive(key, ["gwM/6"], [2], 1.0)
+        after = self.metrics(tm)
+        # ten reports of one entry each, at least
+        self.assertGreaterEqual(after["apim_tm_usage_messages_total"],
+                                before["apim_tm_usage_messages_total"] + 10, (before, after))
+        self.assertGreaterEqual(after["apim_tm_usage_entries_total"],
+                                before["apim_tm_usage_entries_total"] + 10, (before, after))
+        self.assertGreaterEqual(after["apim_tm_keys"], 1)
+        if beat["leader"]:
+            self.assertGreater(after["apim_tm_grants_published_total"],
+                               before["apim_tm_grants_published_total"], (before, after))
+        # an unknown policy is counted as rejected, not as an entry
+        self.report("gwM/6", "sub:x:/unknown:1", 1, policy="NoSuchPolicy")
+        self.assertTrue(apimtest_wait(
+            lambda: self.metrics(tm)["apim_tm_usage_rejected_total"] >
+            after["apim_tm_usage_rejected_total"], 5))
+
+    def test_7_ready_only_while_connected_to_the_event_hub(self):
+        hub = NatsServer()  # not started yet
+        tm = apimtest.ApimServer(profile="traffic-manager", conf={
+            "event_hub": {"url": hub.url},
+            "gateway": {"control_plane_url": self.cp.base_url, "credential": CRED}})
+        tm.start()  # /health/live answers without the event hub
+        self.addCleanup(tm.stop)
+        self.addCleanup(hub.stop)
+        c = tm.client(None)
+        r = c.get("/health/ready")
+        self.assertEqual(r.status, 503, r.text)
+        self.assertEqual(r.json["checks"]["eventHub"], "DOWN")
+        self.assertEqual(c.get("/health/live").status, 200)
+        hub.start()
+        self.assertTrue(apimtest_wait(lambda: c.get("/health/ready").status == 200, 15),
+                        c.get("/health/ready").text)
+        self.assertEqual(c.get("/health/ready").json["checks"],
+                         {"eventHub": "UP", "policies": "UP"})
+        # NATS goes away: not ready; back: ready again
+        hub.stop()
+        self.assertTrue(apimtest_wait(lambda: c.get("/health/ready").status == 503, 10))
+        self.assertEqual(c.get("/health/ready").json["checks"]["eventHub"], "DOWN")
+        self.assertEqual(self.metrics(tm)["apim_tm_event_hub_connected"], 0)
+        hub.start()
+        self.assertTrue(apimtest_wait(lambda: c.get("/health/ready").status == 200, 15))
+
 
 def apimtest_wait(cond, timeout=10, step=0.05):
     deadline = time.monotonic() + timeout
