@@ -378,6 +378,17 @@ static char *gw_render(const apim_config *cfg, const char *so, size_t solen)
 		gw_quoted(f, cfg->http_tls_key);
 		fprintf(f, ";\n");
 	}
+	/* health checks for the load balancers, open to everyone: live while
+	 * nginx answers, ready once the worker holds a snapshot */
+	if (gw_module_knows(so, solen, "apim_health"))
+		fprintf(f, "        location = /_apim/health/live {\n"
+			   "            apim_health live;\n"
+			   "            access_log off;\n"
+			   "        }\n"
+			   "        location = /_apim/health/ready {\n"
+			   "            apim_health ready;\n"
+			   "            access_log off;\n"
+			   "        }\n");
 	if (backend_jwt && gw_module_knows(so, solen, "apim_jwks"))
 		fprintf(f, "        location = /jwks {\n"
 			   "            apim_jwks;\n"

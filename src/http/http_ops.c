@@ -6,6 +6,7 @@
 
 #include "common/ctx.h"
 #include "common/util.h"
+#include "events/events.h"
 #include "store/db.h"
 #include "trafficmanager/trafficmanager.h"
 
@@ -123,6 +124,24 @@ static void metrics(http_req *r)
 				"apim_db_connections_in_tx{db=\"%s\"} %lld\n"
 				"apim_db_reconnects_total{db=\"%s\"} %lld\n",
 				name, (long long)open, name, (long long)in_tx, name, (long long)rec);
+	}
+	if (ctx->apimgt != NULL) {
+		int64_t rows, oldest, purged, runs;
+		events_change_log_stats(&rows, &oldest, &purged, &runs);
+		http_buf_printf(&buf, &len, &cap,
+				"# HELP apim_change_log_rows Rows of the change log after the last "
+				"purge round.\n# TYPE apim_change_log_rows gauge\n"
+				"apim_change_log_rows %lld\n"
+				"# HELP apim_change_log_oldest_seq Oldest change kept: gateways behind "
+				"it take a full snapshot.\n# TYPE apim_change_log_oldest_seq gauge\n"
+				"apim_change_log_oldest_seq %lld\n"
+				"# HELP apim_change_log_purged_total Rows purged by this node.\n"
+				"# TYPE apim_change_log_purged_total counter\n"
+				"apim_change_log_purged_total %lld\n"
+				"# HELP apim_change_log_purge_runs_total Purge rounds run by this node.\n"
+				"# TYPE apim_change_log_purge_runs_total counter\n"
+				"apim_change_log_purge_runs_total %lld\n",
+				(long long)rows, (long long)oldest, (long long)purged, (long long)runs);
 	}
 	metrics_traffic_manager(&buf, &len, &cap);
 	http_buf_printf(&buf, &len, &cap,
