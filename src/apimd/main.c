@@ -241,6 +241,7 @@ int main(int argc, char **argv)
 			if (cfg.traffic_manager_port > 0)
 				ctx.port = (int)cfg.traffic_manager_port;
 			ho.port = ctx.port;
+			ho.threads = 2; /* health checks and scrapes only */
 			ho.authenticate = NULL;
 			if (http_server_create(&http, &ho) != APIM_OK)
 				goto out;

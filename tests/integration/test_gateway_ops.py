@@ -213,5 +213,32 @@ class ChangeLogPurgeTest(unittest.TestCase):
         self.assertEqual(metrics(self.cp)["apim_change_log_rows"], self.KEEP)
 
 
+class AllInOneMetricsTest(unittest.TestCase):
+    """In all-in-one the control plane's /metrics carries the Traffic
+    Manager's counters and the change log's gauges; /health/ready stays
+    the databases' (a control plane serves without NATS)."""
+
+    def test_metrics_of_the_traffic_manager_and_the_change_log(self):
+        if shutil.which("nats-server") is None:
+            self.skipTest("nats-server not installed")
+        srv = apimtest.ApimServer()
+        srv.prepare()
+        srv._write_conf(tgp.gateway_offset())  # 8280+offset free too
+        srv.start()
+        self.addCleanup(srv.stop)
+        self.assertTrue(tgp.wait_for(
+            lambda: metrics(srv).get("apim_tm_event_hub_connected") == 1 and
+            metrics(srv).get("apim_tm_policies", 0) >= 1, 15, 0.1), metrics(srv))
+        self.assertTrue(tgp.wait_for(
+            lambda: metrics(srv)["apim_change_log_purge_runs_total"] >= 1, 10, 0.1))
+        m = metrics(srv)
+        self.assertEqual(m["apim_tm_is_leader"], 1)  # the only one
+        self.assertEqual(m["apim_tm_peers"], 0)
+        self.assertGreaterEqual(m["apim_change_log_rows"], 0)
+        r = srv.client(None).get("/health/ready")
+        self.assertEqual(r.status, 200, r.text)
+        self.assertEqual(sorted(r.json["checks"]), ["apimgtdb", "shareddb"])
+
+
 if __name__ == "__main__":
     unittest.main()
