@@ -101,23 +101,16 @@ static char *default_sqlite_url(const char *home, const char *file)
 }
 
 /*
- * Starts the Traffic Manager: the event hub of event_hub.url (all-in-one:
- * the local nats-server), the control plane of gateway.control_plane_url
- * (all-in-one: this process) and the gateway credential of the data API.
+ * Starts the Traffic Manager: the event hub and the control plane of
+ * config_event_hub_url / config_control_plane_url (all-in-one: the local
+ * nats-server and this process), the gateway credential of the data API
+ * and the name traffic_manager.id.
  */
 static apim_rc start_traffic_manager(const apim_config *cfg, int all_in_one)
 {
-	int off = (int)cfg->server_port_offset;
-	char hub[1024] = "", cp[1024];
-	if (*cfg->event_hub_url)
-		snprintf(hub, sizeof(hub), "%s", cfg->event_hub_url);
-	else if (all_in_one && cfg->event_hub_start_local)
-		snprintf(hub, sizeof(hub), "nats://127.0.0.1:%d", APIM_EVENT_HUB_PORT + off);
-	if (*cfg->gateway_control_plane_url)
-		snprintf(cp, sizeof(cp), "%s", cfg->gateway_control_plane_url);
-	else
-		snprintf(cp, sizeof(cp), "%s://127.0.0.1:%d", *cfg->http_tls_cert ? "https" : "http",
-			 APIM_CONTROL_PLANE_PORT + off);
+	char hub[1024], cp[1024];
+	config_event_hub_url(cfg, all_in_one, hub, sizeof(hub));
+	config_control_plane_url(cfg, cp, sizeof(cp));
 	char *cred = gateway_nginx_credential(cfg);
 	if (cred == NULL || *cred == '\0')
 		log_warn("main", "no gateway credential (gateway.credential, or "
@@ -126,7 +119,8 @@ static apim_rc start_traffic_manager(const apim_config *cfg, int all_in_one)
 	trafficmanager_opts o = {.hub_url = hub,
 				 .control_plane_url = cp,
 				 .credential = cred != NULL ? cred : "",
-				 .ca_file = all_in_one ? cfg->http_tls_cert : NULL};
+				 .ca_file = all_in_one ? cfg->http_tls_cert : NULL,
+				 .id = cfg->traffic_manager_id};
 	apim_rc rc = trafficmanager_start(&o);
 	if (cred != NULL) {
 		sodium_memzero(cred, strlen(cred));
@@ -213,6 +207,7 @@ int main(int argc, char **argv)
 	ctx.port = APIM_CONTROL_PLANE_PORT + (int)cfg.server_port_offset;
 	http_server *http = NULL;
 	char *generated = NULL;
+	int ops_port = 0; /* the Traffic Manager's health and metrics, when on their own */
 
 	http_server_opts ho = {
 		.host = cfg.server_host,
@@ -240,6 +235,22 @@ int main(int argc, char **argv)
 			goto out;
 		}
 		pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+		/* a Traffic Manager of its own serves health and metrics (the
+		 * gateway's are nginx's, at /_apim/health/...) */
+		if (prof->components & C_TRAFFIC) {
+			if (cfg.traffic_manager_port > 0)
+				ctx.port = (int)cfg.traffic_manager_port;
+			ho.port = ctx.port;
+			ho.threads = 2; /* health checks and scrapes only */
+			ho.authenticate = NULL;
+			if (http_server_create(&http, &ho) != APIM_OK)
+				goto out;
+			ctx.http = http;
+			http_ops_routes(http);
+			if (http_server_start(http) != APIM_OK)
+				goto out;
+			ops_port = ctx.port;
+		}
 		goto start_gateway;
 	}
 	/* Before any database work: a bad TLS file fails the start at once. */
@@ -347,6 +358,9 @@ start_gateway:
 	       (long long)(apim_now_ms() - ctx.started_ms));
 	if (traffic_on)
 		printf("  traffic mgr    listening on the event hub (apim.throttle.usage)\n");
+	if (ops_port > 0)
+		printf("  health         %s://%s:%d/health/ready   (metrics: /metrics)\n", scheme,
+		       cfg.server_hostname, ops_port);
 	if (gateway_on)
 		printf("  gateway        %s/{context}/{version}/{resource}   (environment %s)\n",
 		       gateway_nginx_url(), cfg.gateway_label);

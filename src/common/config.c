@@ -208,6 +208,28 @@ static const config_key config_keys[] = {
 	{"event_hub", "start_local", CFG_BOOL, OFF(event_hub_start_local), "true", 0, 1, NULL,
 	 "With an empty `url`, the all-in-one profile starts a local `nats-server` child on "
 	 "127.0.0.1:4222+`server.port_offset` and publishes to it."},
+	{"event_hub", "change_log_keep_rows", CFG_INT, OFF(event_hub_change_log_keep_rows), "10000",
+	 1, 100000000, NULL,
+	 "The control plane keeps at least this many of the newest rows of the change log "
+	 "(`am_change_log`, what gateways catch up from), whatever their age."},
+	{"event_hub", "change_log_keep_days", CFG_INT, OFF(event_hub_change_log_keep_days), "7", 0,
+	 3650, NULL,
+	 "Rows younger than this many days are kept too; older rows beyond "
+	 "`change_log_keep_rows` are purged. A gateway further behind than the oldest row kept "
+	 "gets a full snapshot (`/internal/data/v1/changes` answers `\"full\": true`)."},
+	{"event_hub", "change_log_purge_seconds", CFG_INT, OFF(event_hub_change_log_purge_seconds),
+	 "300", 1, 86400, NULL,
+	 "How often each control-plane node purges the change log (one bounded `DELETE`; several "
+	 "nodes doing it at once is harmless)."},
+	{"traffic_manager", "id", CFG_STRING, OFF(traffic_manager_id), "", 0, 0, NULL,
+	 "Name of this Traffic Manager in its heartbeats and decisions (`apim.throttle.tm`). "
+	 "Empty: `<hostname>/<pid>`. It reads its rate-limit policies from "
+	 "`gateway.control_plane_url` with `gateway.credential`, as the gateways do."},
+	{"traffic_manager", "port", CFG_INT, OFF(traffic_manager_port), "0", 0, 65535, NULL,
+	 "Port of the health and metrics server of `--profile traffic-manager` (`/health/live`, "
+	 "`/health/ready`, `/metrics`) on `server.host`. 0: 9443+`server.port_offset`, the port "
+	 "a control plane would use (the profile runs none). In a process with a control plane "
+	 "(all-in-one) the control plane's `/metrics` carries the Traffic Manager's counters."},
 	{"gateway", "credential", CFG_STRING, OFF(gateway_credential), "", 0, 0, NULL,
 	 "Secret the gateways (and Traffic Managers) send in `X-APIM-Gateway-Credential` to "
 	 "read the internal data API (`/internal/data/v1`). Empty: read from, or generated "
@@ -538,4 +560,24 @@ void config_print_docs(FILE *out)
 		fprintf(out, "| `%s` | `%s` | %s%s | `%s` | %s |\n", k->name, env, type, range,
 			*k->def ? k->def : "\"\"", k->doc);
 	}
+}
+
+void config_control_plane_url(const apim_config *cfg, char *buf, size_t len)
+{
+	if (*cfg->gateway_control_plane_url)
+		snprintf(buf, len, "%s", cfg->gateway_control_plane_url);
+	else
+		snprintf(buf, len, "%s://127.0.0.1:%d", *cfg->http_tls_cert ? "https" : "http",
+			 APIM_CONTROL_PLANE_PORT + (int)cfg->server_port_offset);
+}
+
+void config_event_hub_url(const apim_config *cfg, int all_in_one, char *buf, size_t len)
+{
+	if (*cfg->event_hub_url)
+		snprintf(buf, len, "%s", cfg->event_hub_url);
+	else if (all_in_one && cfg->event_hub_start_local)
+		snprintf(buf, len, "nats://127.0.0.1:%d",
+			 APIM_EVENT_HUB_PORT + (int)cfg->server_port_offset);
+	else if (len > 0)
+		buf[0] = '\0';
 }

@@ -55,6 +55,12 @@ typedef struct apim_config {
 	/* [event_hub] */
 	char *event_hub_url;
 	int64_t event_hub_start_local;
+	int64_t event_hub_change_log_keep_rows;
+	int64_t event_hub_change_log_keep_days;
+	int64_t event_hub_change_log_purge_seconds;
+	/* [traffic_manager] */
+	char *traffic_manager_id;
+	int64_t traffic_manager_port;
 	/* [gateway] */
 	char *gateway_credential;
 	int64_t gateway_http_port;
@@ -90,5 +96,17 @@ void config_free(apim_config *cfg);
 
 /* Markdown table of every key: name, env variable, type, default, doc. */
 void config_print_docs(FILE *out);
+
+/*
+ * The one source of the addresses derived from several keys (the gateway's
+ * nginx.conf and the Traffic Manager both call these):
+ * config_control_plane_url: gateway.control_plane_url, else this host's
+ * control plane, http(s)://127.0.0.1:<9443+server.port_offset> (https when
+ * http.tls_cert is set). config_event_hub_url: event_hub.url, else (only
+ * when all_in_one and event_hub.start_local) the local nats-server
+ * nats://127.0.0.1:<4222+server.port_offset>, else "" (none).
+ */
+void config_control_plane_url(const apim_config *cfg, char *buf, size_t len);
+void config_event_hub_url(const apim_config *cfg, int all_in_one, char *buf, size_t len);
 
 #endif

@@ -584,8 +584,9 @@ static apim_rc da_delta(db *d, const char *label, json_t *sets, json_t *body)
  * "revokedJwts"}: the current state of each changed entity or its deletion,
  * read in one transaction with seq. {"seq", "since", "full": true,
  * "reason"} when a delta cannot say it: since is ahead of the sequence
- * (database restored), too many changes, rows missing from the log, or a
- * change of a kind deltas do not carry.
+ * (database restored), too many changes, rows purged from the log (since
+ * is before the oldest row kept, see events.h) or missing, or a change of
+ * a kind deltas do not carry.
  */
 static void h_changes(http_req *r)
 {
@@ -612,6 +613,16 @@ static void h_changes(http_req *r)
 			reason = "the gateway is ahead of the change sequence (database restored?)";
 		else if (seq - since > DA_DELTA_MAX)
 			reason = "too many changes";
+	}
+	if (rc == APIM_OK && reason == NULL && seq > since) {
+		/* the purge (events.c) removed rows after since: a snapshot */
+		rc = db_exec(d, &res, "SELECT MIN(seq) FROM am_change_log", DB_NOARGS);
+		if (rc == APIM_OK && (db_res_rows(res) != 1 || db_res_get(res, 0, 0) == NULL ||
+				      db_res_int(res, 0, 0) > since + 1))
+			reason = "the change log was purged past since (event_hub.change_log_keep_rows, "
+				 "change_log_keep_days)";
+		db_res_free(res);
+		res = NULL;
 	}
 	if (rc == APIM_OK && reason == NULL && seq > since) {
 		char from[32], to[32];

@@ -27,6 +27,12 @@
 #define EV_FLUSH_MS 2000
 #define EV_BACKOFF_MAX_MS 5000
 
+/* rows one DELETE of the change-log purge removes at most */
+#define EV_PURGE_BATCH 5000
+#define EV_PURGE_BATCH_SQL "5000"
+/* DELETEs of one purge round at most (the rest waits for the next round) */
+#define EV_PURGE_ROUNDS 100
+
 /* The one publisher of this process (one control plane per apimd). */
 static struct {
 	apim_ctx *ctx;
@@ -35,6 +41,10 @@ static struct {
 	atomic_int stop;
 	char url[1024];
 	pid_t child;
+	/* the change-log purge (its own thread: it runs without an event hub) */
+	pthread_t purge_thread;
+	int purge_running;
+	atomic_llong log_rows, log_oldest, log_purged, purge_runs;
 } ev = {.child = -1};
 
 /* Sleeps ms in small steps; returns 1 when asked to stop. */
@@ -304,6 +314,77 @@ static apim_rc ev_spawn_local(int port)
 	return APIM_OK;
 }
 
+/*
+ * One purge round: deletes the rows of am_change_log that are both beyond
+ * the newest event_hub.change_log_keep_rows and older than
+ * event_hub.change_log_keep_days, EV_PURGE_BATCH per DELETE (short
+ * transactions, short locks). Several control-plane nodes may run it at
+ * once: each DELETE names the rows by a bound on seq and age only, so a
+ * row the other node took first is simply not deleted twice. Then counts
+ * what is left, for /metrics.
+ */
+static void ev_purge_once(void)
+{
+	const apim_config *cfg = ev.ctx->cfg;
+	db *d = ev.ctx->apimgt;
+	int64_t seq = 0;
+	if (db_change_current(d, &seq) != APIM_OK)
+		return;
+	char upto[32], before[32];
+	snprintf(upto, sizeof(upto), "%lld", (long long)(seq - cfg->event_hub_change_log_keep_rows));
+	snprintf(before, sizeof(before), "%lld",
+		 (long long)(apim_now_ms() - cfg->event_hub_change_log_keep_days * 86400000LL));
+	int64_t purged = 0;
+	for (int i = 0; i < EV_PURGE_ROUNDS && !atomic_load(&ev.stop); i++) {
+		db_res *r = NULL;
+		apim_rc rc = db_exec(d, &r,
+				     "DELETE FROM am_change_log WHERE seq IN (SELECT seq FROM"
+				     " am_change_log WHERE seq <= ? AND created_ms < ? ORDER BY seq"
+				     " LIMIT " EV_PURGE_BATCH_SQL ")",
+				     DB_ARGS(upto, before));
+		int64_t n = rc == APIM_OK ? db_res_changes(r) : 0;
+		db_res_free(r);
+		if (rc != APIM_OK) {
+			log_warn(EV_COMP, "purging the change log failed; will retry");
+			break;
+		}
+		purged += n;
+		if (n < EV_PURGE_BATCH)
+			break;
+	}
+	if (purged > 0)
+		log_info(EV_COMP, "change log: purged %lld rows up to seq %s", (long long)purged, upto);
+	atomic_fetch_add(&ev.log_purged, purged);
+	db_res *r = NULL;
+	if (db_exec(d, &r, "SELECT COUNT(*), MIN(seq) FROM am_change_log", DB_NOARGS) == APIM_OK &&
+	    db_res_rows(r) == 1) {
+		atomic_store(&ev.log_rows, db_res_int(r, 0, 0));
+		atomic_store(&ev.log_oldest, db_res_int(r, 0, 1));
+	}
+	db_res_free(r);
+	atomic_fetch_add(&ev.purge_runs, 1);
+}
+
+static void *ev_purge_main(void *arg)
+{
+	(void)arg;
+	/* the first round soon after the start, then every purge_seconds */
+	int64_t wait = 1000;
+	while (!ev_sleep(wait)) {
+		ev_purge_once();
+		wait = ev.ctx->cfg->event_hub_change_log_purge_seconds * 1000;
+	}
+	return NULL;
+}
+
+void events_change_log_stats(int64_t *rows, int64_t *oldest_seq, int64_t *purged, int64_t *runs)
+{
+	*rows = atomic_load(&ev.log_rows);
+	*oldest_seq = atomic_load(&ev.log_oldest);
+	*purged = atomic_load(&ev.log_purged);
+	*runs = atomic_load(&ev.purge_runs);
+}
+
 apim_rc events_start(apim_ctx *ctx, int local)
 {
 	const apim_config *cfg = ctx->cfg;
@@ -311,6 +392,16 @@ apim_rc events_start(apim_ctx *ctx, int local)
 	atomic_store(&ev.stop, 0);
 	if (ctx->apimgt == NULL)
 		return APIM_OK;
+	/* the purge runs whether or not there is an event hub; its thread
+	 * takes no signals (main waits for them) */
+	sigset_t all_sigs, prev;
+	sigfillset(&all_sigs);
+	pthread_sigmask(SIG_BLOCK, &all_sigs, &prev);
+	if (pthread_create(&ev.purge_thread, NULL, ev_purge_main, NULL) == 0)
+		ev.purge_running = 1;
+	else
+		log_error(EV_COMP, "cannot start the change-log purge thread");
+	pthread_sigmask(SIG_SETMASK, &prev, NULL);
 	if (*cfg->event_hub_url) {
 		snprintf(ev.url, sizeof(ev.url), "%s", cfg->event_hub_url);
 	} else if (local && cfg->event_hub_start_local) {
@@ -341,6 +432,10 @@ apim_rc events_start(apim_ctx *ctx, int local)
 void events_stop(void)
 {
 	atomic_store(&ev.stop, 1);
+	if (ev.purge_running) {
+		pthread_join(ev.purge_thread, NULL);
+		ev.purge_running = 0;
+	}
 	if (ev.running) {
 		pthread_join(ev.thread, NULL);
 		ev.running = 0;

@@ -27,6 +27,8 @@
 #ifndef APIM_EVENTS_H
 #define APIM_EVENTS_H
 
+#include <stdint.h>
+
 #include "common/ctx.h"
 #include "common/error.h"
 
@@ -42,6 +44,18 @@ apim_rc events_start(apim_ctx *ctx, int local);
 /* Stops the thread, closes the connection, kills and reaps the child. Safe
  * when events_start was not called or failed. */
 void events_stop(void);
+
+/*
+ * The change log (am_change_log) is purged by a thread of its own, started
+ * by events_start with or without an event hub: every
+ * event_hub.change_log_purge_seconds it deletes the rows beyond the newest
+ * event_hub.change_log_keep_rows that are also older than
+ * event_hub.change_log_keep_days. A gateway behind the oldest row kept gets
+ * "full" from /internal/data/v1/changes and takes a snapshot.
+ * events_change_log_stats: rows and oldest seq after the last purge round,
+ * rows purged and rounds run by this process (all 0 before the first).
+ */
+void events_change_log_stats(int64_t *rows, int64_t *oldest_seq, int64_t *purged, int64_t *runs);
 
 /*
  * Connects to the NATS servers of urls (comma-separated), named name. One

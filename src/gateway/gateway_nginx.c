@@ -333,15 +333,10 @@ static char *gw_render(const apim_config *cfg, const char *so, size_t solen)
 
 	/* where the module gets its data (only what this module knows) */
 	if (gw_module_knows(so, solen, "apim_control_plane_url")) {
+		char url[1024];
+		config_control_plane_url(cfg, url, sizeof(url));
 		fprintf(f, "    apim_control_plane_url ");
-		if (*cfg->gateway_control_plane_url) {
-			gw_quoted(f, cfg->gateway_control_plane_url);
-		} else {
-			char url[128];
-			snprintf(url, sizeof(url), "%s://127.0.0.1:%d", tls ? "https" : "http",
-				 APIM_CONTROL_PLANE_PORT + off);
-			gw_quoted(f, url);
-		}
+		gw_quoted(f, url);
 		fprintf(f, ";\n");
 	}
 	if (gw_module_knows(so, solen, "apim_gateway_credential")) {
@@ -366,11 +361,8 @@ static char *gw_render(const apim_config *cfg, const char *so, size_t solen)
 		fprintf(f, ";\n");
 	}
 	if (gw_module_knows(so, solen, "apim_event_hub_url")) {
-		char hub[1024] = "";
-		if (*cfg->event_hub_url)
-			snprintf(hub, sizeof(hub), "%s", cfg->event_hub_url);
-		else if (gw.all_in_one && cfg->event_hub_start_local)
-			snprintf(hub, sizeof(hub), "nats://127.0.0.1:%d", APIM_EVENT_HUB_PORT + off);
+		char hub[1024];
+		config_event_hub_url(cfg, gw.all_in_one, hub, sizeof(hub));
 		if (*hub) {
 			fprintf(f, "    apim_event_hub_url ");
 			gw_quoted(f, hub);
@@ -424,6 +416,17 @@ static char *gw_render(const apim_config *cfg, const char *so, size_t solen)
 		gw_quoted(f, cfg->http_tls_key);
 		fprintf(f, ";\n");
 	}
+	/* health checks for the load balancers, open to everyone: live while
+	 * nginx answers, ready once the worker holds a snapshot */
+	if (gw_module_knows(so, solen, "apim_health"))
+		fprintf(f, "        location = /_apim/health/live {\n"
+			   "            apim_health live;\n"
+			   "            access_log off;\n"
+			   "        }\n"
+			   "        location = /_apim/health/ready {\n"
+			   "            apim_health ready;\n"
+			   "            access_log off;\n"
+			   "        }\n");
 	if (backend_jwt && gw_module_knows(so, solen, "apim_jwks"))
 		fprintf(f, "        location = /jwks {\n"
 			   "            apim_jwks;\n"

@@ -21,6 +21,9 @@
  * apim_backend_jwt) renders apim_backend_jwt, its key
  * <server.home>/gateway/backend-jwt.pem (RSA 2048, generated once, mode
  * 0600, owned by the workers' user) and `location = /jwks`.
+ * With a module that knows apim_health, `location = /_apim/health/live`
+ * and `/_apim/health/ready` (open to all: load balancers) answer the
+ * checks (ngx_http_apim_health.c).
  *
  * The directives that make the module fetch its data from the control plane
  * and follow NATS (apim_control_plane_url, apim_gateway_credential,

@@ -239,6 +239,11 @@ size_t tm_quota_live_parties(tm_quota *q, int64_t now_ms)
 	return n ? n : 1;
 }
 
+size_t tm_quota_keys(const tm_quota *q)
+{
+	return q->keys.n;
+}
+
 static int tm_share_live(const tm_quota *q, const tm_share *s, int64_t now_ms)
 {
 	const tm_party *p = &q->parties[s->party];

@@ -78,6 +78,9 @@ apim_rc tm_quota_party_seen(tm_quota *q, const char *party, int64_t now_ms);
 /* Parties heard of within TM_QUOTA_PARTY_TTL_MS (at least 1). */
 size_t tm_quota_live_parties(tm_quota *q, int64_t now_ms);
 
+/* Keys tracked (in their current or last window). */
+size_t tm_quota_keys(const tm_quota *q);
+
 /*
  * Party's cumulative count of key in the window that starts at
  * window_start, and the allowance it holds for that window; limit per

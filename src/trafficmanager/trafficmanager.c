@@ -51,6 +51,9 @@ static struct {
 	int running;
 	atomic_int stop;
 	atomic_int policies_stale; /* an apim.notify.policy event came */
+	atomic_int connected;      /* to the event hub, for /health/ready */
+	atomic_int leading;        /* at the last tick */
+	atomic_uint_fast64_t decisions_sent, grants_sent, throttled_sent;
 
 	pthread_mutex_t lock; /* everything below */
 	tm_quota *quota;
@@ -301,6 +304,7 @@ static void tm_tick(natsConnection *nc, int64_t now, int beat)
 	tm.grants = json_array();
 	tm.throttled = json_array();
 	int leader = tm_leader(now);
+	atomic_store(&tm.leading, leader);
 	/* Only the leader allocates: grants are recorded as given when they
 	 * are computed, so a standby that allocated would count allowances
 	 * nobody received and, on taking over, find the quota spent. A
@@ -322,6 +326,9 @@ static void tm_tick(natsConnection *nc, int64_t now, int beat)
 		json_t *d = json_pack("{ss sI sI so so}", "tm", tm.id, "ts", (json_int_t)now,
 				      "parties", (json_int_t)parties, "grants", grants, "throttled",
 				      throttled);
+		atomic_fetch_add(&tm.decisions_sent, 1);
+		atomic_fetch_add(&tm.grants_sent, json_array_size(grants));
+		atomic_fetch_add(&tm.throttled_sent, json_array_size(throttled));
 		tm_publish(nc, "apim.throttle.decisions", d);
 		json_decref(d);
 	} else {
@@ -388,12 +395,15 @@ static void *tm_main(void *arg)
 				pthread_mutex_unlock(&tm.lock);
 			}
 		}
+		atomic_store(&tm.connected,
+			     natsConnection_Status(nc) == NATS_CONN_STATUS_CONNECTED);
 		tm_tick(nc, now, beat);
 		/* the next tick on a multiple of TM_TICK_MS */
 		int64_t after = apim_now_ms();
 		tm_sleep(TM_TICK_MS - after % TM_TICK_MS);
 	}
 out:
+	atomic_store(&tm.connected, 0);
 	for (size_t i = 0; i < 3; i++) {
 		if (subs[i] != NULL) {
 			natsSubscription_Unsubscribe(subs[i]);
@@ -429,6 +439,8 @@ apim_rc trafficmanager_start(const trafficmanager_opts *o)
 		snprintf(tm.id, sizeof(tm.id), "%s/%ld", host, (long)getpid());
 	}
 	atomic_store(&tm.stop, 0);
+	atomic_store(&tm.connected, 0);
+	atomic_store(&tm.leading, 0);
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	if (pthread_create(&tm.thread, NULL, tm_main, NULL) != 0) {
 		trafficmanager_stop();
@@ -446,8 +458,13 @@ void trafficmanager_stop(void)
 		tm.running = 0;
 		curl_global_cleanup();
 	}
+	/* under the lock: trafficmanager_get_stats may be reading */
+	pthread_mutex_lock(&tm.lock);
 	tm_quota_destroy(tm.quota);
 	tm_policies_free(tm.policies);
+	tm.quota = NULL;
+	tm.policies = NULL;
+	pthread_mutex_unlock(&tm.lock);
 	free(tm.hub_url);
 	free(tm.cp_url);
 	free(tm.credential);
@@ -455,4 +472,33 @@ void trafficmanager_stop(void)
 	tm.quota = NULL;
 	tm.policies = NULL;
 	tm.hub_url = tm.cp_url = tm.credential = tm.ca_file = NULL;
+}
+
+void trafficmanager_get_stats(trafficmanager_stats *out)
+{
+	memset(out, 0, sizeof(*out));
+	int64_t now = apim_now_ms();
+	pthread_mutex_lock(&tm.lock);
+	if (tm.quota == NULL) { /* not started, or stopped */
+		pthread_mutex_unlock(&tm.lock);
+		return;
+	}
+	out->running = 1;
+	out->connected = atomic_load(&tm.connected);
+	out->leader = atomic_load(&tm.leading);
+	out->decisions_published = atomic_load(&tm.decisions_sent);
+	out->grants_published = atomic_load(&tm.grants_sent);
+	out->throttled_published = atomic_load(&tm.throttled_sent);
+	out->policies_loaded = tm.policies != NULL;
+	out->policies = tm.policies != NULL ? tm_policies_count(tm.policies) : 0;
+	out->usage_messages = tm.usage_msgs;
+	out->usage_entries = tm.usage_entries;
+	out->usage_rejected = tm.usage_rejected;
+	out->usage_dropped = tm.usage_dropped;
+	out->keys = tm_quota_keys(tm.quota);
+	out->parties = tm_quota_live_parties(tm.quota, now);
+	for (size_t i = 0; i < TM_MAX_PEERS; i++)
+		if (tm.peers[i].id[0] != '\0' && now - tm.peers[i].last_seen <= TM_PEER_TTL_MS)
+			out->peers++;
+	pthread_mutex_unlock(&tm.lock);
 }

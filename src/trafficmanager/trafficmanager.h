@@ -24,6 +24,9 @@
 #ifndef APIM_TRAFFICMANAGER_H
 #define APIM_TRAFFICMANAGER_H
 
+#include <stddef.h>
+#include <stdint.h>
+
 #include "common/error.h"
 
 typedef struct {
@@ -40,5 +43,24 @@ apim_rc trafficmanager_start(const trafficmanager_opts *o);
 /* Stops the thread and frees everything. Safe when not started. Leaves
  * the NATS library initialised (the caller's nats_Close() ends it). */
 void trafficmanager_stop(void);
+
+/* What /health/ready and /metrics report (trafficmanager_stats). */
+typedef struct {
+	int running;         /* started and not stopped */
+	int connected;       /* connected to the event hub now */
+	int policies_loaded; /* read the rate-limit policies at least once */
+	int leader;          /* publishes the decisions */
+	uint64_t usage_messages, usage_entries, usage_rejected;
+	int64_t usage_dropped; /* by the NATS library: too slow */
+	uint64_t decisions_published, grants_published, throttled_published;
+	size_t peers;    /* other Traffic Managers heard within a second */
+	size_t policies; /* rate limits known */
+	size_t keys;     /* throttle keys tracked in their current windows */
+	size_t parties;  /* live gateway workers */
+} trafficmanager_stats;
+
+/* A consistent copy of the counters (zeros when not started). Takes the
+ * Traffic Manager's lock briefly; never blocks on the network. */
+void trafficmanager_get_stats(trafficmanager_stats *out);
 
 #endif
