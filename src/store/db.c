@@ -1017,6 +1017,8 @@ static void conn_end_tx(db_conn *c)
 
 void db_rollback(db *d)
 {
+	if (d == NULL)
+		return;
 	db_conn *c = pthread_getspecific(d->key);
 	if (c == NULL || !atomic_load(&c->in_tx))
 		return;

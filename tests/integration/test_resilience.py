@@ -369,6 +369,8 @@ class DatabaseRestartTest(unittest.TestCase):
                 apimtest.psql('CREATE DATABASE "%s"' % db, url=base)
                 urls[db] = apimtest.pg_url(db, base)
             cls.apimgt_url = urls["apimgt"]
+            cls.shared_url = urls["shared"]
+            cls.base_url = base
             cls.srv = apimtest.ApimServer(conf={
                 "server": {"threads": cls.THREADS},
                 "database": {"apimgtdb_url": urls["apimgt"], "shareddb_url": urls["shared"],
@@ -627,6 +629,79 @@ class DatabaseRestartTest(unittest.TestCase):
         self.assertEqual(r.status, 201, r)
         self.assertEqual(self.c.get(APIS + "/" + r.json["id"]).json["tags"], [tag])
         self.assertEqual(count_by_name(self.c, name), 1)
+
+    # -- one of the two databases away (writes that span both) ----------------
+
+    def shareddb_away(self):
+        """shareddb refuses connections and loses those it had; apimgtdb
+        (same server) stays up."""
+        apimtest.psql('ALTER DATABASE "shared" WITH ALLOW_CONNECTIONS false', url=self.base_url)
+        self.addCleanup(self.shareddb_back)
+        apimtest.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                      "WHERE datname = 'shared' AND pid <> pg_backend_pid()", url=self.base_url)
+
+    def shareddb_back(self):
+        self.ensure_pg_up()
+        apimtest.psql('ALTER DATABASE "shared" WITH ALLOW_CONNECTIONS true', url=self.base_url)
+
+    def api_with_document(self, name):
+        r = self.c.post(APIS, json=pt.api_body(name))
+        self.assertEqual(r.status, 201, r)
+        api = r.json
+        r = self.c.post(APIS + "/%s/documents" % api["id"],
+                        json={"name": "Guide", "type": "HOWTO", "sourceType": "INLINE",
+                              "inlineContent": "hello"})
+        self.assertEqual(r.status, 201, r)
+        return api
+
+    def stored(self, api_id):
+        """(rows of the API in apimgtdb, rows of its documents in shareddb)."""
+        return (int(sql_rows(self.apimgt_url,
+                             "SELECT count(*) FROM am_api WHERE id = '%s'" % api_id)[0][0]),
+                int(sql_rows(self.shared_url, "SELECT count(*) FROM am_api_document "
+                                              "WHERE api_id = '%s'" % api_id)[0][0]))
+
+    def test_d1_api_delete_with_shareddb_away_is_all_or_nothing(self):
+        """Deleting an API removes its row (apimgtdb) and its documents
+        (shareddb): with shareddb away the delete answers 503 and the API
+        and its documents stay; once shareddb is back the delete removes
+        both."""
+        api = self.api_with_document(pt.uniq("DelShared"))
+        self.assertEqual(self.stored(api["id"]), (1, 1))
+        self.shareddb_away()
+        r = self.c.delete(APIS + "/" + api["id"])
+        assert_unavailable(self, r, "DELETE with shareddb away")
+        self.shareddb_back()
+        self.assertEqual(self.stored(api["id"]), (1, 1))
+        self.assertEqual(self.c.get(APIS + "/" + api["id"]).status, 200)
+        docs = self.c.get(APIS + "/%s/documents" % api["id"])
+        self.assertEqual([d["name"] for d in docs.json["list"]], ["Guide"], docs)
+        r = self.c.delete(APIS + "/" + api["id"])
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(self.stored(api["id"]), (0, 0))
+        self.assertEqual(self.c.get(APIS + "/" + api["id"]).status, 404)
+
+    def test_d2_new_version_with_shareddb_away_is_all_or_nothing(self):
+        """A new version copies the API (apimgtdb) and its documents
+        (shareddb): with shareddb away it answers 503 and no new version
+        exists; once shareddb is back the copy has its document."""
+        name = pt.uniq("CopyShared")
+        api = self.api_with_document(name)
+        self.shareddb_away()
+        r = self.c.post(pt.PUB + "/apis/copy-api",
+                        query={"apiId": api["id"], "newVersion": "2.0.0"})
+        assert_unavailable(self, r, "copy-api with shareddb away")
+        self.shareddb_back()
+        self.assertEqual(count_by_name(self.c, name), 1)
+        self.assertEqual(sql_rows(self.apimgt_url,
+                                  "SELECT version FROM am_api WHERE name = '%s'" % name),
+                         [["1.0.0"]])
+        r = self.c.post(pt.PUB + "/apis/copy-api",
+                        query={"apiId": api["id"], "newVersion": "2.0.0"})
+        self.assertEqual(r.status, 201, r)
+        self.assertEqual(self.stored(r.json["id"]), (1, 1))
+        docs = self.c.get(APIS + "/%s/documents" % r.json["id"])
+        self.assertEqual([d["name"] for d in docs.json["list"]], ["Guide"], docs)
 
     def wait_for(self, cond, what, within=10):
         t0 = time.monotonic()
