@@ -11,6 +11,7 @@ import base64
 import os
 import re
 import secrets
+import shutil
 import socket
 import ssl
 import subprocess
@@ -21,7 +22,10 @@ import urllib.request
 
 import apimtest
 import run  # tests/integration/run.py: ThrowawayPostgres, start_watchdog
+import test_gateway_feed as tgf
+import test_gateway_module as tgm
 import test_publisher as pt
+import test_traffic_manager as ttm
 
 LIVE = "/health/live"
 READY = "/health/ready"
@@ -710,6 +714,227 @@ class DatabaseRestartTest(unittest.TestCase):
                 return
             time.sleep(0.05)
         self.fail("timed out waiting for %s" % what)
+
+
+# -- two NATS servers in a cluster, one killed ----------------------------------------
+
+class NatsNode:
+    """One nats-server of a two-server cluster: client port, route port,
+    the other's route port; restartable on the same ports."""
+
+    def __init__(self, name, port, cport, peer_cport):
+        self.name, self.port, self.cport, self.peer_cport = name, port, cport, peer_cport
+        self.proc = None
+
+    @property
+    def url(self):
+        return "nats://127.0.0.1:%d" % self.port
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            ["nats-server", "-a", "127.0.0.1", "-p", str(self.port), "-n", self.name,
+             "--cluster_name", "apim", "--cluster", "nats://127.0.0.1:%d" % self.cport,
+             "--routes", "nats://127.0.0.1:%d" % self.peer_cport],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            preexec_fn=apimtest._child_setup)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return self
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError("nats-server %s did not start" % self.name)
+
+    def kill(self):
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+            self.proc = None
+
+
+def routed(a, b, within=10):
+    """Waits until a message published on a reaches a subscriber on b."""
+    sub = ttm.Nats(b.port, subjects=("apimtest.route",))
+    try:
+        pub = ttm.Nats(a.port, subjects=())
+        try:
+            deadline = time.monotonic() + within
+            while time.monotonic() < deadline:
+                pub.publish("apimtest.route", {"n": 1})
+                try:
+                    sub.wait_for(lambda s, body: True, timeout=0.2)
+                    return
+                except AssertionError:
+                    pass
+            raise AssertionError("no route between nats %s and %s" % (a.name, b.name))
+        finally:
+            pub.close()
+    finally:
+        sub.close()
+
+
+@unittest.skipUnless(tgf.HAVE_ALL, "needs APIM_NGINX_MODULE, nginx and nats-server")
+class NatsClusterTest(unittest.TestCase):
+    """Control plane, gateway and Traffic Manager all given the URLs of
+    both servers of a NATS cluster (event_hub.url, apim_event_hub_url):
+    killing either server leaves everything working through the other.
+    Each server is killed once, so every client loses the server it was
+    on at least once (libnats picks one of the list at random)."""
+
+    @classmethod
+    def setUpClass(cls):
+        ports = [apimtest.unused_port() for _ in range(4)]
+        cls.n1 = NatsNode("n1", ports[0], ports[1], ports[3])
+        cls.n2 = NatsNode("n2", ports[2], ports[3], ports[1])
+        cls.started = []
+        try:
+            cls.n1.start()
+            cls.n2.start()
+            routed(cls.n1, cls.n2)
+            routed(cls.n2, cls.n1)
+            urls = "%s,%s" % (cls.n1.url, cls.n2.url)
+            cls.srv = apimtest.ApimServer(profile="control-plane", conf={
+                "event_hub": {"url": urls}, "gateway": {"credential": tgf.CRED}})
+            cls.srv.start()
+            cls.started.append(cls.srv)
+            cls.tm = apimtest.ApimServer(profile="traffic-manager", conf={
+                "event_hub": {"url": urls},
+                "gateway": {"control_plane_url": cls.srv.base_url, "credential": tgf.CRED}})
+            cls.tm.start(wait=False)
+            cls.started.append(cls.tm)
+            cls.backend = tgm.start_backend("production")
+            cls.gw = tgf.Nginx(cls.srv.base_url, urls).start()
+        except BaseException:
+            cls._teardown()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls._teardown()
+
+    @classmethod
+    def _teardown(cls):
+        gw = getattr(cls, "gw", None)
+        if gw is not None:
+            gw.stop()
+            shutil.rmtree(gw.tmp, ignore_errors=True)
+        for srv in reversed(cls.started):
+            try:
+                srv.stop()
+            except Exception:  # noqa: BLE001 - teardown goes on
+                pass
+        if getattr(cls, "backend", None) is not None:
+            cls.backend.shutdown()
+        cls.n1.kill()
+        cls.n2.kill()
+
+    def setUp(self):
+        self.c = self.srv.client()
+
+    def wait_gw(self, tok, status, code=None, within=10):
+        t0 = time.monotonic()
+        last = None
+        while time.monotonic() - t0 < within:
+            last = self.gw.call(self.path, tok)
+            if last[0] == status and (code is None or last[1] == code):
+                return
+            time.sleep(0.02)
+        self.fail("gateway answers %r, wanted %s %s\n%s" % (last[:2], status, code,
+                                                             self.gw.log()[-3000:]))
+
+    def deployment(self, action):
+        r = self.c.post(APIS + "/%s/%s-revision" % (self.api["id"], action),
+                        query={"revisionId": self.rev["id"]}, json=tgf.DEFAULT_ENV)
+        self.assertEqual(r.status, 201, r)
+
+    def publish_api(self):
+        """An API deployed and subscribed to; returns a token the gateway admits."""
+        name = pt.uniq("NatsHa")
+        r = self.c.post(APIS, json=pt.api_body(
+            name=name, policies=["Gold", "Unlimited"],
+            endpointConfig={"endpoint_type": "http", "production_endpoints": {
+                "url": "http://127.0.0.1:%d/be" % self.backend.server_port}}))
+        self.assertEqual(r.status, 201, r)
+        self.api = r.json
+        self.path = "/%s/1.0.0/items" % name.lower()
+        r = self.c.post(APIS + "/%s/revisions" % self.api["id"], json={"description": "r1"})
+        self.assertEqual(r.status, 201, r)
+        self.rev = r.json
+        self.deployment("deploy")
+        r = self.c.post(pt.PUB + "/apis/change-lifecycle",
+                        query={"apiId": self.api["id"], "action": "Publish"})
+        self.assertEqual(r.status, 200, r)
+        r = self.c.post(tgf.DP + "/applications", json={"name": pt.uniq("NatsHaApp"),
+                                                        "throttlingPolicy": "Unlimited"})
+        self.assertEqual(r.status, 201, r)
+        app = r.json
+        r = self.c.post(tgf.DP + "/subscriptions", json={
+            "applicationId": app["applicationId"], "apiId": self.api["id"],
+            "throttlingPolicy": "Gold"})
+        self.assertEqual(r.status, 201, r)
+        r = self.c.post(tgf.DP + "/applications/%s/generate-keys" % app["applicationId"], json={
+            "keyType": "PRODUCTION", "grantTypesToBeSupported": ["client_credentials"],
+            "callbackUrl": "", "scopes": [], "validityTime": 3600})
+        self.assertEqual(r.status, 200, r)
+        keys = r.json
+        r = self.srv.client(None).post(
+            "/oauth2/token", data="grant_type=client_credentials", content_type=tgf.FORM,
+            headers={"Authorization": tgf.basic(keys["consumerKey"], keys["consumerSecret"])})
+        self.assertEqual(r.status, 200, r)
+        return r.json["access_token"]
+
+    def check_through(self, node, tok):
+        """With only node left: the control plane's change events, the
+        gateway's usage reports and the Traffic Manager's heartbeats all
+        reach a client of node, and the gateway follows the change."""
+        bus = ttm.Nats(node.port, subjects=("apim.notify.api", "apim.throttle.usage",
+                                            "apim.throttle.tm"))
+        try:
+            t0 = time.monotonic()
+            seq0 = self.current_seq()
+            self.deployment("undeploy")
+            ev = bus.wait_for(lambda s, b: s == "apim.notify.api" and b["id"] == self.api["id"]
+                              and b["seq"] > seq0, timeout=15, t0=t0)
+            self.assertEqual(ev["action"], "undeploy", ev)
+            self.wait_gw(tok, 403, "900906")
+            self.deployment("deploy")
+            self.wait_gw(tok, 200)
+            t1 = time.monotonic()
+            self.assertEqual(self.gw.call(self.path, tok)[0], 200)
+            usage = bus.wait_for(lambda s, b: s == "apim.throttle.usage" and any(
+                e.get("apiId") == self.api["id"] for e in b.get("entries", [])),
+                timeout=15, t0=t1)
+            self.assertTrue(usage["entries"], usage)
+            pid = str(self.tm.proc.pid)
+            bus.wait_for(lambda s, b: s == "apim.throttle.tm" and
+                         b.get("tm", "").endswith("/" + pid), timeout=15, t0=t1)
+        finally:
+            bus.close()
+
+    def current_seq(self):
+        r = self.srv.client(None).get("/internal/data/v1/sequence",
+                                      headers={"X-APIM-Gateway-Credential": tgf.CRED})
+        self.assertEqual(r.status, 200, r)
+        return r.json["seq"]
+
+    def test_either_server_killed(self):
+        tok = self.publish_api()
+        self.wait_gw(tok, 200)
+        self.assertIn("apim: following event hub", self.gw.log())
+        self.assertTrue(self.tm.running(), self.tm.stderr_tail())
+
+        self.n1.kill()
+        self.check_through(self.n2, tok)
+
+        self.n1.start()
+        routed(self.n1, self.n2)
+        routed(self.n2, self.n1)
+        self.n2.kill()
+        self.check_through(self.n1, tok)
+        self.assertNotIn("No server available", self.gw.log())
+        for srv in (self.srv, self.tm):
+            self.assertTrue(srv.running(), srv.stderr_tail())
 
 
 if __name__ == "__main__":
