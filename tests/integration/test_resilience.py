@@ -579,20 +579,73 @@ class DatabaseRestartTest(unittest.TestCase):
         """The first insert of tag into am_api_tag sleeps (inside the
         inserting transaction) until the database server stops it; later
         ones do not (a sequence is not rolled back)."""
+        self.stall_insert("am_api_tag", "NEW.tag = '%s'" % tag)
+
+    def stall_insert(self, table, condition):
+        """The first insert into table whose row meets condition sleeps, as
+        stall_tag."""
         apimtest.psql("CREATE SEQUENCE apimtest_stall_seq", url=self.apimgt_url)
         apimtest.psql("CREATE FUNCTION apimtest_stall() RETURNS trigger LANGUAGE plpgsql AS "
-                      "$$BEGIN IF NEW.tag = '%s' AND nextval('apimtest_stall_seq') = 1 "
-                      "THEN PERFORM pg_sleep(30); END IF; RETURN NEW; END$$" % tag,
+                      "$$BEGIN IF %s AND nextval('apimtest_stall_seq') = 1 "
+                      "THEN PERFORM pg_sleep(30); END IF; RETURN NEW; END$$" % condition,
                       url=self.apimgt_url)
-        apimtest.psql("CREATE TRIGGER apimtest_stall BEFORE INSERT ON am_api_tag FOR EACH ROW "
-                      "EXECUTE FUNCTION apimtest_stall()", url=self.apimgt_url)
+        apimtest.psql("CREATE TRIGGER apimtest_stall BEFORE INSERT ON %s FOR EACH ROW "
+                      "EXECUTE FUNCTION apimtest_stall()" % table, url=self.apimgt_url)
+        self.stalled = table
         self.addCleanup(self.unstall_tag)
 
     def unstall_tag(self):
         self.ensure_pg_up()
-        apimtest.psql("DROP TRIGGER IF EXISTS apimtest_stall ON am_api_tag; "
+        apimtest.psql("DROP TRIGGER IF EXISTS apimtest_stall ON %s; "
                       "DROP FUNCTION IF EXISTS apimtest_stall(); "
-                      "DROP SEQUENCE IF EXISTS apimtest_stall_seq", url=self.apimgt_url)
+                      "DROP SEQUENCE IF EXISTS apimtest_stall_seq" % self.stalled,
+                      url=self.apimgt_url)
+
+    def test_c3_database_stopping_between_client_and_keys_mapping(self):
+        """Generating keys stores an OAuth client and the application's key
+        mapping: the database stops after the client row, while the mapping
+        is being inserted. 503, and neither is there afterwards (no OAuth
+        client without its mapping); then the keys are generated."""
+        dp = "/api/am/devportal/v3"
+        r = self.c.post(dp + "/applications", json={"name": pt.uniq("HalfKeys"),
+                                                    "throttlingPolicy": "Unlimited"})
+        self.assertEqual(r.status, 201, r)
+        app_id = r.json["applicationId"]
+        self.stall_insert("am_application_key_mapping", "NEW.application_id = '%s'" % app_id)
+        body = {"keyType": "PRODUCTION", "grantTypesToBeSupported": ["client_credentials"],
+                "callbackUrl": "", "scopes": [], "validityTime": 3600}
+        result = {}
+
+        def generate():
+            result["r"] = self.c.post(dp + "/applications/%s/generate-keys" % app_id, json=body)
+
+        t = threading.Thread(target=generate, daemon=True)
+        t.start()
+        try:
+            self.wait_for(lambda: sql_rows(self.apimgt_url, (
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep' "
+                "AND query LIKE 'INSERT INTO am_application_key_mapping%'")) == [["1"]],
+                "apimd's key generation to reach the mapping")
+            self.pg_stop()
+        finally:
+            t.join(MAX_ANSWER_S + 30)
+        self.assertFalse(t.is_alive(), "key generation hung after the database went away")
+        assert_unavailable(self, result["r"], "keys cut off by the database going away")
+        self.pg_start()
+        self.wait_ready(within=10)
+
+        def stored():
+            return [int(sql_rows(self.apimgt_url, "SELECT count(*) FROM %s WHERE %s = '%s'"
+                                 % (table, col, app_id))[0][0])
+                    for table, col in (("km_oauth_client", "app_id"),
+                                       ("am_application_key_mapping", "application_id"))]
+        self.assertEqual(stored(), [0, 0])
+        r = self.c.get(dp + "/applications/%s/oauth-keys" % app_id)
+        self.assertEqual((r.status, r.json["count"]), (200, 0), r)
+        self.unstall_tag()
+        r = self.c.post(dp + "/applications/%s/generate-keys" % app_id, json=body)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(stored(), [1, 1])
 
     def cut_off_a_create(self, cut, restore):
         name = pt.uniq("HalfDone")
