@@ -4,7 +4,7 @@ ASAN_DIR  ?= build-asan
 JOBS      ?= $(shell nproc 2>/dev/null || echo 2)
 CONFIG    ?=
 
-.PHONY: all build run test test-fast asan bootstrap clean docs
+.PHONY: all build run test test-fast asan bootstrap clean docs cluster cluster-stop
 
 all: build
 
@@ -29,6 +29,17 @@ test: build
 # The normal build only (quicker while developing).
 test-fast: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j 2
+
+# A local cluster, one process per node (docs/DEPLOYMENT.md): PostgreSQL,
+# two NATS servers, two control-plane nodes (CLUSTER_ARGS=--split: publisher,
+# devportal and key manager apart), two Traffic Managers, two gateways and
+# the nginx load balancer, under var/cluster. CLUSTER_ARGS=--fresh: empty
+# databases.
+cluster: build
+	@python3 scripts/apimcluster.py start --apimd $(BUILD_DIR)/apimd $(CLUSTER_ARGS)
+
+cluster-stop:
+	@python3 scripts/apimcluster.py stop
 
 docs: build
 	./$(BUILD_DIR)/apimd --config-docs > docs/CONFIG.md
