@@ -489,6 +489,30 @@ class DatabaseRestartTest(unittest.TestCase):
             self.assertGreater(self.metric("apim_db_reconnects_total", db), before[db], db)
         self.assertTrue(self.srv.running())
 
+    def test_a3_idle_connections_ended_by_the_server_then_single_writes(self):
+        """The server ends every idle session of apimd (as a restart or an
+        idle timeout does); then writes that are one statement each (a
+        document: one INSERT, no transaction) on every thread: each
+        succeeds once, the dead connection noticed before the statement
+        was sent."""
+        self.warm_every_thread()
+        r = self.c.post(APIS, json=pt.api_body(pt.uniq("IdleCut")))
+        self.assertEqual(r.status, 201, r)
+        api_id = r.json["id"]
+        ended = sql_rows(self.base_url, "SELECT count(pg_terminate_backend(pid)) FROM "
+                                        "pg_stat_activity WHERE datname IN ('apimgt', 'shared') "
+                                        "AND pid <> pg_backend_pid()")
+        self.assertGreaterEqual(int(ended[0][0]), 2 * self.THREADS)
+        names = ["Doc%d" % i for i in range(3 * self.THREADS)]
+        for name in names:
+            r = self.c.post(APIS + "/%s/documents" % api_id,
+                            json={"name": name, "type": "HOWTO", "sourceType": "INLINE",
+                                  "inlineContent": "x"})
+            self.assertEqual(r.status, 201, r)
+        rows = sql_rows(self.shared_url, "SELECT name FROM am_api_document WHERE api_id = '%s' "
+                                         "ORDER BY name" % api_id)
+        self.assertEqual([r[0] for r in rows], sorted(names))
+
     def test_a2_requests_during_a_restart_get_clean_answers(self):
         """Requests keep coming while the server restarts: each gets an
         answer (2xx, or the 503 error body while it is down) within
@@ -767,6 +791,138 @@ class DatabaseRestartTest(unittest.TestCase):
                 return
             time.sleep(0.05)
         self.fail("timed out waiting for %s" % what)
+
+
+# -- a connection lost after the server committed -------------------------------------
+
+class CuttingRelay:
+    """A TCP relay to PostgreSQL that, once armed, cuts the connection
+    that carries the server's next "INSERT 0 1" completion instead of
+    passing it on: the server committed the INSERT, the client never
+    hears of it."""
+
+    TAG = b"C\x00\x00\x00\x0fINSERT 0 1\x00"
+
+    def __init__(self, target_port):
+        self.target = target_port
+        self.armed = threading.Event()
+        self.cuts = 0
+        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(64)
+        self.port = self.lsock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.lsock.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(("127.0.0.1", self.target), timeout=5)
+                server.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            threading.Thread(target=self._pipe, args=(client, server, False),
+                             daemon=True).start()
+            threading.Thread(target=self._pipe, args=(server, client, True),
+                             daemon=True).start()
+
+    def _pipe(self, src, dst, from_server):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if from_server and self.TAG in data and self.armed.is_set():
+                    self.armed.clear()
+                    self.cuts += 1
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        for sock in (src, dst):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+    def close(self):
+        self.lsock.close()
+
+
+@unittest.skipUnless(apimtest.is_postgresql(), PG_ONLY_RESTART)
+class LostAfterCommitTest(unittest.TestCase):
+    """apimd reaches shareddb through a CuttingRelay on a private cluster."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.pg = run.ThrowawayPostgres()
+        cls.pg.prepare()
+        cls.watchdog = run.start_watchdog(cls.pg.dir, cls.pg)
+        cls.srv = cls.relay = None
+        try:
+            base = cls.pg.start()
+            for db in ("apimgt", "shared"):
+                apimtest.psql('CREATE DATABASE "%s"' % db, url=base)
+            cls.relay = CuttingRelay(cls.pg.port)
+            cls.shared_url = apimtest.pg_url("shared", base)
+            relayed = cls.shared_url.replace(":%d/" % cls.pg.port, ":%d/" % cls.relay.port)
+            cls.srv = apimtest.ApimServer(conf={
+                "database": {"apimgtdb_url": apimtest.pg_url("apimgt", base),
+                             "shareddb_url": relayed, "busy_timeout_ms": 1000}})
+            cls.srv.start()
+        except BaseException:
+            cls._teardown()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls._teardown()
+
+    @classmethod
+    def _teardown(cls):
+        try:
+            if cls.srv is not None:
+                try:
+                    cls.srv.stop()
+                finally:
+                    cls.srv.cleanup()
+            if cls.relay is not None:
+                cls.relay.close()
+        finally:
+            cls.pg.stop()
+            cls.watchdog.kill()
+            cls.watchdog.wait()
+
+    def test_single_statement_write_is_not_run_twice(self):
+        """A document is one INSERT (no transaction). The connection dies
+        after the server committed it: apimd must not run it again (that
+        answered 409 "already exists" for the request's own document, and
+        doubles writes without a unique key): 503, and the document is
+        there once."""
+        c = self.srv.client(timeout=30)
+        r = c.post(APIS, json=pt.api_body(pt.uniq("Cut")))
+        self.assertEqual(r.status, 201, r)
+        api_id = r.json["id"]
+        doc = {"name": "Guide", "type": "HOWTO", "sourceType": "INLINE", "inlineContent": "x"}
+        self.relay.armed.set()
+        r = c.post(APIS + "/%s/documents" % api_id, json=doc)
+        self.assertEqual(self.relay.cuts, 1, "the relay cut nothing: %r" % r)
+        assert_unavailable(self, r, "document whose commit was not acknowledged")
+        rows = sql_rows(self.shared_url, "SELECT name FROM am_api_document WHERE api_id = '%s'"
+                        % api_id)
+        self.assertEqual(rows, [["Guide"]])
+        # the next requests work on a fresh connection
+        r = c.get(APIS + "/%s/documents" % api_id)
+        self.assertEqual([d["name"] for d in r.json["list"]], ["Guide"], r)
+        doc["name"] = "Second"
+        r = c.post(APIS + "/%s/documents" % api_id, json=doc)
+        self.assertEqual(r.status, 201, r)
 
 
 # -- two NATS servers in a cluster, one killed ----------------------------------------
