@@ -1003,12 +1003,13 @@ class NatsClusterTest(unittest.TestCase):
             routed(cls.n1, cls.n2)
             routed(cls.n2, cls.n1)
             urls = "%s,%s" % (cls.n1.url, cls.n2.url)
+            spaced = "%s, %s" % (cls.n1.url, cls.n2.url)  # as people write lists in apim.conf
             cls.srv = apimtest.ApimServer(profile="control-plane", conf={
-                "event_hub": {"url": urls}, "gateway": {"credential": tgf.CRED}})
+                "event_hub": {"url": spaced}, "gateway": {"credential": tgf.CRED}})
             cls.srv.start()
             cls.started.append(cls.srv)
             cls.tm = apimtest.ApimServer(profile="traffic-manager", conf={
-                "event_hub": {"url": urls},
+                "event_hub": {"url": spaced},
                 "gateway": {"control_plane_url": cls.srv.base_url, "credential": tgf.CRED}})
             cls.tm.start(wait=False)
             cls.started.append(cls.tm)
