@@ -493,6 +493,19 @@ static void h_delete(http_req *r)
 		rc = store_application_delete(d, a.id);
 	if (rc == APIM_OK)
 		rc = devportal_app_record(r, "application", a.id, "delete", app_payload(&a));
+	/* Clients registered elsewhere and only mapped here stay with their
+	 * owner; the ones created for this application go with it, and its
+	 * API keys are revoked, in the same transaction: a database failure
+	 * leaves the application whole rather than usable clients behind. */
+	for (size_t i = 0; rc == APIM_OK && i < nkeys; i++) {
+		if (strcmp(keys[i].create_mode, "CREATED") != 0)
+			continue;
+		rc = km_client_delete(r->ctx, keys[i].consumer_key);
+		if (rc == APIM_ENOTFOUND)
+			rc = APIM_OK;
+	}
+	for (size_t i = 0; rc == APIM_OK && i < nakeys; i++)
+		rc = km_token_revoke_jti(r->ctx, akeys[i].jti, akeys[i].expiry_ms / 1000);
 	if (rc == APIM_OK)
 		rc = db_commit(d);
 	if (rc != APIM_OK) {
@@ -503,24 +516,6 @@ static void h_delete(http_req *r)
 	log_info("devportal", "application %s (\"%s\" of %s) deleted by %s with %zu "
 			      "subscription(s) and %zu key mapping(s)",
 		 a.id, a.name, a.owner, r->who->username, nsubs, nkeys);
-	/* Clients registered elsewhere and only mapped here stay with their
-	 * owner; the ones created for this application go with it. */
-	for (size_t i = 0; i < nkeys; i++) {
-		if (strcmp(keys[i].create_mode, "CREATED") != 0)
-			continue;
-		apim_rc krc = km_client_delete(r->ctx, keys[i].consumer_key);
-		if (krc != APIM_OK && krc != APIM_ENOTFOUND)
-			log_error("devportal", "application %s deleted but deleting its OAuth client "
-					       "%s failed: %s",
-				  a.id, keys[i].consumer_key, apim_strerror(krc));
-	}
-	for (size_t i = 0; i < nakeys; i++) {
-		apim_rc krc = km_token_revoke_jti(r->ctx, akeys[i].jti, akeys[i].expiry_ms / 1000);
-		if (krc != APIM_OK)
-			log_error("devportal", "application %s deleted but revoking its API key %s "
-					       "failed: %s",
-				  a.id, akeys[i].jti, apim_strerror(krc));
-	}
 	http_reply_empty(r, 200);
 }
 

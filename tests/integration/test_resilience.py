@@ -605,16 +605,17 @@ class DatabaseRestartTest(unittest.TestCase):
         ones do not (a sequence is not rolled back)."""
         self.stall_insert("am_api_tag", "NEW.tag = '%s'" % tag)
 
-    def stall_insert(self, table, condition):
-        """The first insert into table whose row meets condition sleeps, as
-        stall_tag."""
+    def stall_insert(self, table, condition, event="INSERT"):
+        """The first insert (or event: DELETE, condition on OLD) into table
+        whose row meets condition sleeps, as stall_tag."""
+        row = "OLD" if event == "DELETE" else "NEW"
         apimtest.psql("CREATE SEQUENCE apimtest_stall_seq", url=self.apimgt_url)
         apimtest.psql("CREATE FUNCTION apimtest_stall() RETURNS trigger LANGUAGE plpgsql AS "
                       "$$BEGIN IF %s AND nextval('apimtest_stall_seq') = 1 "
-                      "THEN PERFORM pg_sleep(30); END IF; RETURN NEW; END$$" % condition,
+                      "THEN PERFORM pg_sleep(30); END IF; RETURN %s; END$$" % (condition, row),
                       url=self.apimgt_url)
-        apimtest.psql("CREATE TRIGGER apimtest_stall BEFORE INSERT ON %s FOR EACH ROW "
-                      "EXECUTE FUNCTION apimtest_stall()" % table, url=self.apimgt_url)
+        apimtest.psql("CREATE TRIGGER apimtest_stall BEFORE %s ON %s FOR EACH ROW "
+                      "EXECUTE FUNCTION apimtest_stall()" % (event, table), url=self.apimgt_url)
         self.stalled = table
         self.addCleanup(self.unstall_tag)
 
@@ -624,6 +625,56 @@ class DatabaseRestartTest(unittest.TestCase):
                       "DROP FUNCTION IF EXISTS apimtest_stall(); "
                       "DROP SEQUENCE IF EXISTS apimtest_stall_seq" % self.stalled,
                       url=self.apimgt_url)
+
+    def test_c4_database_stopping_while_an_application_is_deleted(self):
+        """Deleting an application removes its subscriptions, key mappings
+        and the OAuth clients made for it: the database stops while the
+        client is being deleted. 503, and the application is whole
+        afterwards (no usable client left behind by a half delete); then
+        the delete removes everything."""
+        dp = "/api/am/devportal/v3"
+        r = self.c.post(dp + "/applications", json={"name": pt.uniq("HalfDelete"),
+                                                    "throttlingPolicy": "Unlimited"})
+        self.assertEqual(r.status, 201, r)
+        app_id = r.json["applicationId"]
+        r = self.c.post(dp + "/applications/%s/generate-keys" % app_id, json={
+            "keyType": "PRODUCTION", "grantTypesToBeSupported": ["client_credentials"],
+            "callbackUrl": "", "scopes": [], "validityTime": 3600})
+        self.assertEqual(r.status, 200, r)
+
+        def stored():
+            return [int(sql_rows(self.apimgt_url, "SELECT count(*) FROM %s WHERE %s = '%s'"
+                                 % (table, col, app_id))[0][0])
+                    for table, col in (("am_application", "id"),
+                                       ("am_application_key_mapping", "application_id"),
+                                       ("km_oauth_client", "app_id"))]
+        self.assertEqual(stored(), [1, 1, 1])
+        self.stall_insert("km_oauth_client", "OLD.app_id = '%s'" % app_id, event="DELETE")
+        result = {}
+
+        def delete():
+            result["r"] = self.c.delete(dp + "/applications/" + app_id)
+
+        t = threading.Thread(target=delete, daemon=True)
+        t.start()
+        try:
+            self.wait_for(lambda: sql_rows(self.apimgt_url, (
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep' "
+                "AND query LIKE 'DELETE FROM km_oauth_client%'")) == [["1"]],
+                "apimd's application delete to reach the OAuth client")
+            self.pg_stop()
+        finally:
+            t.join(MAX_ANSWER_S + 30)
+        self.assertFalse(t.is_alive(), "the delete hung after the database went away")
+        assert_unavailable(self, result["r"], "application delete cut off")
+        self.pg_start()
+        self.wait_ready(within=10)
+        self.assertEqual(stored(), [1, 1, 1])
+        self.assertEqual(self.c.get(dp + "/applications/" + app_id).status, 200)
+        self.unstall_tag()
+        r = self.c.delete(dp + "/applications/" + app_id)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(stored(), [0, 0, 0])
 
     def test_c3_database_stopping_between_client_and_keys_mapping(self):
         """Generating keys stores an OAuth client and the application's key
