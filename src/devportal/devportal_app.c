@@ -5,10 +5,10 @@
  *
  * Deleting an application removes, in one apimgtdb transaction, its
  * subscriptions, key mappings, API key records and the application, each
- * recorded in the change sequence; after the commit the OAuth clients
- * created for it are deleted (which revokes their tokens) and its live API
- * keys are revoked. A failure there is logged: the gateways already dropped
- * the application, so its tokens and keys no longer reach an API.
+ * recorded in the change sequence, the OAuth clients created for it
+ * (which revokes their tokens) and its live API keys (revoked): a database
+ * failure half-way leaves the application whole, never a usable client of
+ * a deleted application.
  */
 #include <inttypes.h>
 #include <stdio.h>

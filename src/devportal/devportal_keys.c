@@ -881,19 +881,19 @@ static void h_cleanup(http_req *r)
 	if (rc == APIM_OK)
 		rc = devportal_app_record(r, "key_mapping", k.id, "delete",
 					  devportal_keys_payload(&k));
+	/* A mapped client was registered elsewhere: it stays with its owner.
+	 * A client made here goes in the same transaction as its mapping. */
+	if (rc == APIM_OK && strcmp(k.create_mode, "CREATED") == 0) {
+		rc = km_client_delete(r->ctx, k.consumer_key);
+		if (rc == APIM_ENOTFOUND)
+			rc = APIM_OK;
+	}
 	if (rc == APIM_OK)
 		rc = db_commit(d);
 	if (rc != APIM_OK) {
 		db_rollback(d);
 		http_reply_store_error(r, rc, "keys");
 		return;
-	}
-	/* A mapped client was registered elsewhere: it stays with its owner. */
-	if (strcmp(k.create_mode, "CREATED") == 0) {
-		rc = km_client_delete(r->ctx, k.consumer_key);
-		if (rc != APIM_OK && rc != APIM_ENOTFOUND)
-			log_error("devportal", "keys %s removed but deleting client %s failed: %s",
-				  k.id, k.consumer_key, apim_strerror(rc));
 	}
 	log_info("devportal", "%s keys %s of application %s cleaned up by %s", k.key_type, k.id,
 		 a.id, r->who->username);

@@ -632,6 +632,19 @@ class DatabaseRestartTest(unittest.TestCase):
         client is being deleted. 503, and the application is whole
         afterwards (no usable client left behind by a half delete); then
         the delete removes everything."""
+        self.cut_off_client_delete(lambda app_id, mapping: ("DELETE", ""), [0, 0, 0])
+
+    def test_c5_database_stopping_while_keys_are_cleaned_up(self):
+        """The same for .../oauth-keys/{id}/clean-up: the mapping and its
+        OAuth client go together or not at all."""
+        self.cut_off_client_delete(
+            lambda app_id, mapping: ("POST", "/oauth-keys/%s/clean-up" % mapping), [1, 0, 0])
+
+    def cut_off_client_delete(self, request, after):
+        """request(app id, key mapping id) -> (method, path under the
+        application): a write that deletes the application's OAuth client,
+        cut off there by the database stopping; after: the rows of
+        (application, key mapping, OAuth client) once it is redone."""
         dp = "/api/am/devportal/v3"
         r = self.c.post(dp + "/applications", json={"name": pt.uniq("HalfDelete"),
                                                     "throttlingPolicy": "Unlimited"})
@@ -641,6 +654,10 @@ class DatabaseRestartTest(unittest.TestCase):
             "keyType": "PRODUCTION", "grantTypesToBeSupported": ["client_credentials"],
             "callbackUrl": "", "scopes": [], "validityTime": 3600})
         self.assertEqual(r.status, 200, r)
+        method, sub = request(app_id, r.json["keyMappingId"])
+        path = dp + "/applications/" + app_id + sub
+        send = (lambda: self.c.delete(path)) if method == "DELETE" else (
+            lambda: self.c.post(path))
 
         def stored():
             return [int(sql_rows(self.apimgt_url, "SELECT count(*) FROM %s WHERE %s = '%s'"
@@ -652,29 +669,30 @@ class DatabaseRestartTest(unittest.TestCase):
         self.stall_insert("km_oauth_client", "OLD.app_id = '%s'" % app_id, event="DELETE")
         result = {}
 
-        def delete():
-            result["r"] = self.c.delete(dp + "/applications/" + app_id)
+        def cut_off():
+            result["r"] = send()
 
-        t = threading.Thread(target=delete, daemon=True)
+        t = threading.Thread(target=cut_off, daemon=True)
         t.start()
         try:
             self.wait_for(lambda: sql_rows(self.apimgt_url, (
                 "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep' "
                 "AND query LIKE 'DELETE FROM km_oauth_client%'")) == [["1"]],
-                "apimd's application delete to reach the OAuth client")
+                "apimd's write to reach the OAuth client")
             self.pg_stop()
         finally:
             t.join(MAX_ANSWER_S + 30)
-        self.assertFalse(t.is_alive(), "the delete hung after the database went away")
-        assert_unavailable(self, result["r"], "application delete cut off")
+        self.assertFalse(t.is_alive(), "the write hung after the database went away")
+        assert_unavailable(self, result["r"], "%s %s cut off" % (method, path))
         self.pg_start()
         self.wait_ready(within=10)
         self.assertEqual(stored(), [1, 1, 1])
-        self.assertEqual(self.c.get(dp + "/applications/" + app_id).status, 200)
+        r = self.c.get(dp + "/applications/%s/oauth-keys" % app_id)
+        self.assertEqual((r.status, r.json["count"]), (200, 1), r)
         self.unstall_tag()
-        r = self.c.delete(dp + "/applications/" + app_id)
+        r = send()
         self.assertEqual(r.status, 200, r)
-        self.assertEqual(stored(), [0, 0, 0])
+        self.assertEqual(stored(), after)
 
     def test_c3_database_stopping_between_client_and_keys_mapping(self):
         """Generating keys stores an OAuth client and the application's key
