@@ -5,10 +5,10 @@
  *
  * Deleting an application removes, in one apimgtdb transaction, its
  * subscriptions, key mappings, API key records and the application, each
- * recorded in the change sequence; after the commit the OAuth clients
- * created for it are deleted (which revokes their tokens) and its live API
- * keys are revoked. A failure there is logged: the gateways already dropped
- * the application, so its tokens and keys no longer reach an API.
+ * recorded in the change sequence, the OAuth clients created for it
+ * (which revokes their tokens) and its live API keys (revoked): a database
+ * failure half-way leaves the application whole, never a usable client of
+ * a deleted application.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -493,6 +493,19 @@ static void h_delete(http_req *r)
 		rc = store_application_delete(d, a.id);
 	if (rc == APIM_OK)
 		rc = devportal_app_record(r, "application", a.id, "delete", app_payload(&a));
+	/* Clients registered elsewhere and only mapped here stay with their
+	 * owner; the ones created for this application go with it, and its
+	 * API keys are revoked, in the same transaction: a database failure
+	 * leaves the application whole rather than usable clients behind. */
+	for (size_t i = 0; rc == APIM_OK && i < nkeys; i++) {
+		if (strcmp(keys[i].create_mode, "CREATED") != 0)
+			continue;
+		rc = km_client_delete(r->ctx, keys[i].consumer_key);
+		if (rc == APIM_ENOTFOUND)
+			rc = APIM_OK;
+	}
+	for (size_t i = 0; rc == APIM_OK && i < nakeys; i++)
+		rc = km_token_revoke_jti(r->ctx, akeys[i].jti, akeys[i].expiry_ms / 1000);
 	if (rc == APIM_OK)
 		rc = db_commit(d);
 	if (rc != APIM_OK) {
@@ -503,24 +516,6 @@ static void h_delete(http_req *r)
 	log_info("devportal", "application %s (\"%s\" of %s) deleted by %s with %zu "
 			      "subscription(s) and %zu key mapping(s)",
 		 a.id, a.name, a.owner, r->who->username, nsubs, nkeys);
-	/* Clients registered elsewhere and only mapped here stay with their
-	 * owner; the ones created for this application go with it. */
-	for (size_t i = 0; i < nkeys; i++) {
-		if (strcmp(keys[i].create_mode, "CREATED") != 0)
-			continue;
-		apim_rc krc = km_client_delete(r->ctx, keys[i].consumer_key);
-		if (krc != APIM_OK && krc != APIM_ENOTFOUND)
-			log_error("devportal", "application %s deleted but deleting its OAuth client "
-					       "%s failed: %s",
-				  a.id, keys[i].consumer_key, apim_strerror(krc));
-	}
-	for (size_t i = 0; i < nakeys; i++) {
-		apim_rc krc = km_token_revoke_jti(r->ctx, akeys[i].jti, akeys[i].expiry_ms / 1000);
-		if (krc != APIM_OK)
-			log_error("devportal", "application %s deleted but revoking its API key %s "
-					       "failed: %s",
-				  a.id, akeys[i].jti, apim_strerror(krc));
-	}
 	http_reply_empty(r, 200);
 }
 

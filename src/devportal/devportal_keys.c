@@ -373,17 +373,25 @@ static void mapping_init(store_app_key *k, const char *app_id, const char *clien
 	k->created_ms = apim_now_ms();
 }
 
-static apim_rc insert_mapping(http_req *r, const store_app_key *k)
+/* insert_mapping inside the caller's transaction. */
+static apim_rc insert_mapping_tx(http_req *r, const store_app_key *k)
 {
 	db *d = r->ctx->apimgt;
-	apim_rc rc = db_begin(d);
-	if (rc == APIM_OK)
-		rc = store_application_lock(d, k->application_id);
+	apim_rc rc = store_application_lock(d, k->application_id);
 	if (rc == APIM_OK)
 		rc = store_application_key_insert(d, k);
 	if (rc == APIM_OK)
 		rc = devportal_app_record(r, "key_mapping", k->id, "create",
 					  devportal_keys_payload(k));
+	return rc;
+}
+
+static apim_rc insert_mapping(http_req *r, const store_app_key *k)
+{
+	db *d = r->ctx->apimgt;
+	apim_rc rc = db_begin(d);
+	if (rc == APIM_OK)
+		rc = insert_mapping_tx(r, k);
 	if (rc == APIM_OK)
 		rc = db_commit(d);
 	if (rc != APIM_OK)
@@ -457,29 +465,39 @@ static void h_generate(http_req *r)
 	};
 	km_client c;
 	const char *secret = NULL, *why = NULL;
-	rc = km_client_create(r->ctx, r->pool, &in_c, &c, &secret, &why);
-	if (rc == APIM_ECONFLICT) {
-		/* A client of that name exists (e.g. made by hand): keep ours apart. */
-		in_c.name = arena_sprintf(r->pool, "%s_%s_%s_%s", a.owner, a.name, kt, a.id);
+	/* The client and its mapping in one transaction: a failure (the
+	 * database going away between the two) leaves neither. */
+	db *d = r->ctx->apimgt;
+	rc = db_begin(d);
+	if (rc == APIM_OK)
 		rc = km_client_create(r->ctx, r->pool, &in_c, &c, &secret, &why);
+	if (rc == APIM_ECONFLICT) {
+		/* A client of that name exists (e.g. made by hand): keep ours
+		 * apart, in a fresh transaction (PostgreSQL aborted this one). */
+		db_rollback(d);
+		in_c.name = arena_sprintf(r->pool, "%s_%s_%s_%s", a.owner, a.name, kt, a.id);
+		rc = db_begin(d);
+		if (rc == APIM_OK)
+			rc = km_client_create(r->ctx, r->pool, &in_c, &c, &secret, &why);
 	}
 	if (rc == APIM_EINVAL) {
+		db_rollback(d);
 		http_reply_error(r, 400, "The keys cannot be generated: %s", why ? why : "invalid");
 		return;
 	}
 	if (rc != APIM_OK) {
+		db_rollback(d);
 		http_reply_store_error(r, rc, "OAuth client");
 		return;
 	}
 
 	mapping_init(&k, a.id, c.client_id, kt, "CREATED",
 		     props ? devportal_app_json_text(r->pool, props) : "{}");
-	rc = insert_mapping(r, &k);
+	rc = insert_mapping_tx(r, &k);
+	if (rc == APIM_OK)
+		rc = db_commit(d);
 	if (rc != APIM_OK) {
-		apim_rc drc = km_client_delete(r->ctx, c.client_id);
-		if (drc != APIM_OK)
-			log_error("devportal", "OAuth client %s left without keys mapping: %s",
-				  c.client_id, apim_strerror(drc));
+		db_rollback(d);
 		if (rc == APIM_ENOTFOUND) {
 			http_reply_error(r, 404, "Application %s not found", a.id);
 		} else if (rc == APIM_ECONFLICT) {
@@ -863,19 +881,19 @@ static void h_cleanup(http_req *r)
 	if (rc == APIM_OK)
 		rc = devportal_app_record(r, "key_mapping", k.id, "delete",
 					  devportal_keys_payload(&k));
+	/* A mapped client was registered elsewhere: it stays with its owner.
+	 * A client made here goes in the same transaction as its mapping. */
+	if (rc == APIM_OK && strcmp(k.create_mode, "CREATED") == 0) {
+		rc = km_client_delete(r->ctx, k.consumer_key);
+		if (rc == APIM_ENOTFOUND)
+			rc = APIM_OK;
+	}
 	if (rc == APIM_OK)
 		rc = db_commit(d);
 	if (rc != APIM_OK) {
 		db_rollback(d);
 		http_reply_store_error(r, rc, "keys");
 		return;
-	}
-	/* A mapped client was registered elsewhere: it stays with its owner. */
-	if (strcmp(k.create_mode, "CREATED") == 0) {
-		rc = km_client_delete(r->ctx, k.consumer_key);
-		if (rc != APIM_OK && rc != APIM_ENOTFOUND)
-			log_error("devportal", "keys %s removed but deleting client %s failed: %s",
-				  k.id, k.consumer_key, apim_strerror(rc));
 	}
 	log_info("devportal", "%s keys %s of application %s cleaned up by %s", k.key_type, k.id,
 		 a.id, r->who->username);

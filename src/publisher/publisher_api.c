@@ -163,6 +163,26 @@ static apim_rc move_default(http_req *r, const store_api *a)
 }
 
 /*
+ * An API write that touches shareddb too (a copy's documents; a delete's
+ * documents, ratings and comments) runs one transaction on each database,
+ * shareddb's (s, may be NULL) opened first: while either database is away
+ * the request fails with nothing written. The caller commits apimgtdb
+ * first, then shareddb; only a shareddb failure between the two commits
+ * leaves a trace, which is logged: unreachable documents of a deleted API
+ * (its id is never reused), or a new version without its documents.
+ * Both are rolled back on failure here.
+ */
+static apim_rc publisher_api_begin_both(db *d, db *s)
+{
+	apim_rc rc = s != NULL ? db_begin(s) : APIM_OK;
+	if (rc == APIM_OK)
+		rc = db_begin(d);
+	if (rc != APIM_OK && s != NULL)
+		db_rollback(s);
+	return rc;
+}
+
+/*
  * Inserts the normalised doc (borrowed) as a new CREATED API with swagger
  * (or NULL) and answers 201; copies the documents of copy_docs_from when
  * not NULL.
@@ -184,11 +204,15 @@ static void create_doc(http_req *r, json_t *doc, const char *swagger, const char
 	const char **tags = publisher_api_tags(r->pool, doc, &ntags);
 
 	const char *dup = NULL;
-	apim_rc rc = db_begin(d);
+	/* a copy's documents go into shareddb in the same step: see
+	 * publisher_api_begin_both */
+	db *s = copy_docs_from != NULL ? r->ctx->shared : NULL;
+	apim_rc rc = publisher_api_begin_both(d, s);
 	if (rc == APIM_OK)
 		rc = store_api_find_duplicate(d, &a, NULL, &dup);
 	if (rc == APIM_OK && dup != NULL) {
 		db_rollback(d);
+		db_rollback(s);
 		reply_duplicate(r, &a, dup);
 		return;
 	}
@@ -196,10 +220,16 @@ static void create_doc(http_req *r, json_t *doc, const char *swagger, const char
 		rc = move_default(r, &a);
 	if (rc == APIM_OK)
 		rc = store_api_insert(d, &a, tags, ntags, refs, nrefs);
+	if (rc == APIM_OK && s != NULL)
+		rc = publisher_document_copy(r, copy_docs_from, a.id);
 	if (rc == APIM_OK)
 		rc = db_commit(d);
+	if (rc == APIM_OK && s != NULL && db_commit(s) != APIM_OK)
+		log_error("publisher", "API %s created, but shareddb failed at its commit: the "
+				       "documents of %s were not copied", a.id, copy_docs_from);
 	if (rc != APIM_OK) {
 		db_rollback(d);
+		db_rollback(s);
 		if (rc == APIM_ECONFLICT)
 			http_reply_error(r, 409, "API %s %s (context %s) already exists", a.name,
 					 a.version, a.full_context);
@@ -209,8 +239,6 @@ static void create_doc(http_req *r, json_t *doc, const char *swagger, const char
 	}
 	log_info("publisher", "API %s created: %s %s at %s by %s", a.id, a.name, a.version,
 		 a.full_context, r->who ? r->who->username : "?");
-	if (copy_docs_from != NULL)
-		publisher_document_copy(r, copy_docs_from, a.id);
 	http_set_header(r, "Location", arena_sprintf(r->pool, PUB_BASE "/apis/%s", a.id));
 	http_reply_json(r, 201, publisher_api_render(&a));
 }
@@ -436,11 +464,14 @@ static void h_delete(http_req *r)
 	if (publisher_require_modify(r, &a, 0) != 0)
 		return;
 	int64_t subs = 0;
-	apim_rc rc = db_begin(d);
+	/* documents, ratings and comments live in shareddb */
+	db *s = r->ctx->shared;
+	apim_rc rc = publisher_api_begin_both(d, s);
 	if (rc == APIM_OK)
 		rc = store_subscription_count_active(d, a.id, &subs);
 	if (rc == APIM_OK && subs > 0) {
 		db_rollback(d);
+		db_rollback(s);
 		http_reply_error(r, 409, "Cannot delete API %s %s: it has %lld active subscription%s; "
 					 "they must be removed first",
 				 a.name, a.version, (long long)subs, subs == 1 ? "" : "s");
@@ -455,18 +486,21 @@ static void h_delete(http_req *r)
 	}
 	if (rc == APIM_OK)
 		rc = store_api_delete(d, a.id);
+	if (rc == APIM_OK && s != NULL)
+		rc = publisher_document_delete_all(r, a.id);
+	if (rc == APIM_OK && s != NULL)
+		rc = store_rating_delete_api(s, a.id);
 	if (rc == APIM_OK)
 		rc = db_commit(d);
 	if (rc != APIM_OK) {
 		db_rollback(d);
+		db_rollback(s);
 		http_reply_store_error(r, rc, "API");
 		return;
 	}
-	publisher_document_delete_all(r, a.id);
-	/* Ratings and comments live in shareddb too: removed after the commit,
-	 * like the documents (a failure leaves orphans, never a half API). */
-	if (store_rating_delete_api(r->ctx->shared, a.id) != APIM_OK)
-		log_warn("publisher", "API %s: ratings and comments not removed", a.id);
+	if (s != NULL && db_commit(s) != APIM_OK)
+		log_error("publisher", "API %s deleted, but shareddb failed at its commit: its "
+				       "documents, ratings and comments remain, unreachable", a.id);
 	log_info("publisher", "API %s (%s %s) deleted by %s", a.id, a.name, a.version,
 		 r->who ? r->who->username : "?");
 	http_reply_empty(r, 200);

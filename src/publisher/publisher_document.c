@@ -460,35 +460,23 @@ static void h_add_content(http_req *r)
 	http_reply_json(r, 201, doc_json(&d, 0));
 }
 
-void publisher_document_delete_all(http_req *r, const char *api_id)
+apim_rc publisher_document_delete_all(http_req *r, const char *api_id)
 {
-	apim_rc rc = store_document_delete_all(r->ctx->shared, api_id);
-	if (rc != APIM_OK)
-		log_warn("publisher", "documents of deleted API %s were not removed: %s", api_id,
-			 apim_strerror(rc));
+	return store_document_delete_all(r->ctx->shared, api_id);
 }
 
-void publisher_document_copy(http_req *r, const char *from_api, const char *to_api)
+apim_rc publisher_document_copy(http_req *r, const char *from_api, const char *to_api)
 {
 	store_document *docs;
 	size_t n = 0;
 	db *d = r->ctx->shared;
 	apim_rc rc = store_document_list_full(d, r->pool, from_api, &docs, &n);
-	if (rc == APIM_OK && n > 0) {
-		rc = db_begin(d);
-		for (size_t i = 0; rc == APIM_OK && i < n; i++) {
-			apim_uuid(docs[i].id);
-			docs[i].api_id = to_api;
-			rc = store_document_insert(d, &docs[i]);
-		}
-		if (rc == APIM_OK)
-			rc = db_commit(d);
-		if (rc != APIM_OK)
-			db_rollback(d);
+	for (size_t i = 0; rc == APIM_OK && i < n; i++) {
+		apim_uuid(docs[i].id);
+		docs[i].api_id = to_api;
+		rc = store_document_insert(d, &docs[i]);
 	}
-	if (rc != APIM_OK)
-		log_warn("publisher", "documents of API %s were not copied to %s: %s", from_api,
-			 to_api, apim_strerror(rc));
+	return rc;
 }
 
 static const http_route document_routes[] = {

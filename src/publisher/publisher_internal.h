@@ -198,9 +198,11 @@ void publisher_lifecycle_routes(http_server *s);
 void publisher_revision_routes(http_server *s);
 void publisher_document_routes(http_server *s);
 void publisher_subscription_routes(http_server *s);
-/* Deletes the API's documents (shareddb); logs failures. */
-void publisher_document_delete_all(http_req *r, const char *api_id);
-/* Copies the documents of one API to another (shareddb); logs failures. */
-void publisher_document_copy(http_req *r, const char *from_api, const char *to_api);
+/* Deletes the API's documents (shareddb) inside the caller's shareddb
+ * transaction. */
+apim_rc publisher_document_delete_all(http_req *r, const char *api_id);
+/* Copies the documents of one API to another (shareddb) inside the
+ * caller's shareddb transaction. */
+apim_rc publisher_document_copy(http_req *r, const char *from_api, const char *to_api);
 
 #endif

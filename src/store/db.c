@@ -16,12 +16,14 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <libpq-fe.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "common/log.h"
@@ -699,6 +701,42 @@ static size_t pg_placeholders(const char *sql, char *out)
 	return count;
 }
 
+/*
+ * 1 when sql cannot have changed anything, so that running it again on a
+ * fresh connection after the first one died mid-statement is safe: a
+ * SELECT (no data-modifying CTE: those start with WITH), BEGIN, SET, SHOW.
+ * Any other statement outside a transaction may have committed before the
+ * connection died, and is never re-run.
+ */
+static int pg_rerunnable(const char *sql)
+{
+	static const char *const reads[] = {"SELECT", "BEGIN", "SET", "SHOW"};
+	while (*sql == ' ' || *sql == '\n' || *sql == '\t' || *sql == '\r' || *sql == '(')
+		sql++;
+	for (size_t i = 0; i < sizeof(reads) / sizeof(reads[0]); i++) {
+		size_t n = strlen(reads[i]);
+		if (strncasecmp(sql, reads[i], n) == 0 && !pg_ident_char(sql[n]))
+			return 1;
+	}
+	return 0;
+}
+
+/*
+ * An idle connection has nothing to read: when its socket is readable (or
+ * hung up), the server ended the session (a restart, pg_terminate_backend,
+ * an idle timeout; its last words are a FATAL message and EOF). Checking
+ * before sending lets the caller reconnect with the statement not sent yet
+ * (one poll(2), no wait). Only for connections outside a transaction.
+ */
+static int pg_idle_conn_dead(PGconn *pg)
+{
+	struct pollfd p = {.fd = PQsocket(pg), .events = POLLIN | POLLRDHUP};
+	if (p.fd < 0)
+		return 1;
+	int n = poll(&p, 1, 0);
+	return n > 0 && (p.revents & (POLLIN | POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) != 0;
+}
+
 /* 1 when a failed result means the connection is gone. */
 static int pg_lost(PGconn *pg, const char *state)
 {
@@ -746,10 +784,12 @@ nomem:
 /*
  * Runs sql on PostgreSQL. Without parameters it goes through PQexec, which
  * accepts several statements (migrations); with parameters the `?` are
- * rewritten and it goes through PQexecParams. Outside a transaction a lost
- * connection is reopened (with backoff up to budget_ms) and the statement
- * retried once, and serialization failures/deadlocks are retried a few
- * times; inside one both end in APIM_EUNAVAIL.
+ * rewritten and it goes through PQexecParams. Outside a transaction a
+ * connection the server closed while idle is replaced before sending; one
+ * lost during the statement is reopened (with backoff up to budget_ms) and
+ * the statement retried once when it is a read (pg_rerunnable), never
+ * when it may have written; serialization failures/deadlocks are retried a
+ * few times. Inside a transaction both end in APIM_EUNAVAIL.
  */
 static apim_rc pg_exec(db *d, db_conn *c, db_res **out, const char *sql, size_t n,
 		       const char *const *params, int64_t budget_ms)
@@ -773,6 +813,12 @@ static apim_rc pg_exec(db *d, db_conn *c, db_res **out, const char *sql, size_t 
 		pg_placeholders(sql, rsql);
 	}
 	for (;;) {
+		if (c->pg != NULL && !atomic_load(&c->in_tx) && PQstatus(c->pg) == CONNECTION_OK &&
+		    pg_idle_conn_dead(c->pg)) {
+			log_info("db", "%s: the server closed an idle connection; reconnecting",
+				 d->name);
+			conn_close_handle(c);
+		}
 		rc = pg_ensure(d, c, budget_ms);
 		if (rc != APIM_OK)
 			break;
@@ -794,6 +840,16 @@ static apim_rc pg_exec(db *d, db_conn *c, db_res **out, const char *sql, size_t 
 				break;
 			}
 			if (reconnected) {
+				rc = APIM_EUNAVAIL;
+				break;
+			}
+			if (!pg_rerunnable(sql)) {
+				/* the server may have committed it before the connection
+				 * died: running it again could apply it twice */
+				log_warn("db", "%s: connection lost during a write; not run again "
+					       "(it may have been applied): %.*s",
+					 d->name, db_sql_loglen(sql), sql);
+				conn_close_handle(c);
 				rc = APIM_EUNAVAIL;
 				break;
 			}
@@ -1017,6 +1073,8 @@ static void conn_end_tx(db_conn *c)
 
 void db_rollback(db *d)
 {
+	if (d == NULL)
+		return;
 	db_conn *c = pthread_getspecific(d->key);
 	if (c == NULL || !atomic_load(&c->in_tx))
 		return;

@@ -71,6 +71,7 @@ apim_rc db_begin(db *d);
  * the first read, and no write lock is held). End it with db_rollback. */
 apim_rc db_begin_read(db *d);
 apim_rc db_commit(db *d);
+/* Ends the transaction, if any (d may be NULL: nothing to do). */
 void db_rollback(db *d);
 int db_in_tx(db *d);
 

@@ -11,6 +11,7 @@ import base64
 import os
 import re
 import secrets
+import shutil
 import socket
 import ssl
 import subprocess
@@ -21,7 +22,10 @@ import urllib.request
 
 import apimtest
 import run  # tests/integration/run.py: ThrowawayPostgres, start_watchdog
+import test_gateway_feed as tgf
+import test_gateway_module as tgm
 import test_publisher as pt
+import test_traffic_manager as ttm
 
 LIVE = "/health/live"
 READY = "/health/ready"
@@ -369,6 +373,8 @@ class DatabaseRestartTest(unittest.TestCase):
                 apimtest.psql('CREATE DATABASE "%s"' % db, url=base)
                 urls[db] = apimtest.pg_url(db, base)
             cls.apimgt_url = urls["apimgt"]
+            cls.shared_url = urls["shared"]
+            cls.base_url = base
             cls.srv = apimtest.ApimServer(conf={
                 "server": {"threads": cls.THREADS},
                 "database": {"apimgtdb_url": urls["apimgt"], "shareddb_url": urls["shared"],
@@ -483,6 +489,33 @@ class DatabaseRestartTest(unittest.TestCase):
             self.assertGreater(self.metric("apim_db_reconnects_total", db), before[db], db)
         self.assertTrue(self.srv.running())
 
+    def test_a3_idle_connections_ended_by_the_server_then_single_writes(self):
+        """The server ends every idle session of apimd (as a restart or an
+        idle timeout does); then writes that are one statement each (a
+        document: one INSERT, no transaction) on every thread: each
+        succeeds once, the dead connection noticed before the statement
+        was sent."""
+        self.warm_every_thread()
+        r = self.c.post(APIS, json=pt.api_body(pt.uniq("IdleCut")))
+        self.assertEqual(r.status, 201, r)
+        api_id = r.json["id"]
+        before = self.metric("apim_db_reconnects_total", "shareddb")
+        ended = sql_rows(self.base_url, "SELECT count(pg_terminate_backend(pid)) FROM "
+                                        "pg_stat_activity WHERE datname = 'shared' "
+                                        "AND pid <> pg_backend_pid()")
+        self.assertGreaterEqual(int(ended[0][0]), 1)
+        names = ["Doc%d" % i for i in range(3 * self.THREADS)]
+        for name in names:
+            r = self.c.post(APIS + "/%s/documents" % api_id,
+                            json={"name": name, "type": "HOWTO", "sourceType": "INLINE",
+                                  "inlineContent": "x"})
+            self.assertEqual(r.status, 201, r)
+        # the writes met the ended connections and replaced them
+        self.assertGreater(self.metric("apim_db_reconnects_total", "shareddb"), before)
+        rows = sql_rows(self.shared_url, "SELECT name FROM am_api_document WHERE api_id = '%s' "
+                                         "ORDER BY name" % api_id)
+        self.assertEqual([r[0] for r in rows], sorted(names))
+
     def test_a2_requests_during_a_restart_get_clean_answers(self):
         """Requests keep coming while the server restarts: each gets an
         answer (2xx, or the 503 error body while it is down) within
@@ -573,20 +606,142 @@ class DatabaseRestartTest(unittest.TestCase):
         """The first insert of tag into am_api_tag sleeps (inside the
         inserting transaction) until the database server stops it; later
         ones do not (a sequence is not rolled back)."""
+        self.stall_insert("am_api_tag", "NEW.tag = '%s'" % tag)
+
+    def stall_insert(self, table, condition, event="INSERT"):
+        """The first insert (or event: DELETE, condition on OLD) into table
+        whose row meets condition sleeps, as stall_tag."""
+        row = "OLD" if event == "DELETE" else "NEW"
         apimtest.psql("CREATE SEQUENCE apimtest_stall_seq", url=self.apimgt_url)
         apimtest.psql("CREATE FUNCTION apimtest_stall() RETURNS trigger LANGUAGE plpgsql AS "
-                      "$$BEGIN IF NEW.tag = '%s' AND nextval('apimtest_stall_seq') = 1 "
-                      "THEN PERFORM pg_sleep(30); END IF; RETURN NEW; END$$" % tag,
+                      "$$BEGIN IF %s AND nextval('apimtest_stall_seq') = 1 "
+                      "THEN PERFORM pg_sleep(30); END IF; RETURN %s; END$$" % (condition, row),
                       url=self.apimgt_url)
-        apimtest.psql("CREATE TRIGGER apimtest_stall BEFORE INSERT ON am_api_tag FOR EACH ROW "
-                      "EXECUTE FUNCTION apimtest_stall()", url=self.apimgt_url)
+        apimtest.psql("CREATE TRIGGER apimtest_stall BEFORE %s ON %s FOR EACH ROW "
+                      "EXECUTE FUNCTION apimtest_stall()" % (event, table), url=self.apimgt_url)
+        self.stalled = table
         self.addCleanup(self.unstall_tag)
 
     def unstall_tag(self):
         self.ensure_pg_up()
-        apimtest.psql("DROP TRIGGER IF EXISTS apimtest_stall ON am_api_tag; "
+        apimtest.psql("DROP TRIGGER IF EXISTS apimtest_stall ON %s; "
                       "DROP FUNCTION IF EXISTS apimtest_stall(); "
-                      "DROP SEQUENCE IF EXISTS apimtest_stall_seq", url=self.apimgt_url)
+                      "DROP SEQUENCE IF EXISTS apimtest_stall_seq" % self.stalled,
+                      url=self.apimgt_url)
+
+    def test_c4_database_stopping_while_an_application_is_deleted(self):
+        """Deleting an application removes its subscriptions, key mappings
+        and the OAuth clients made for it: the database stops while the
+        client is being deleted. 503, and the application is whole
+        afterwards (no usable client left behind by a half delete); then
+        the delete removes everything."""
+        self.cut_off_client_delete(lambda app_id, mapping: ("DELETE", ""), [0, 0, 0])
+
+    def test_c5_database_stopping_while_keys_are_cleaned_up(self):
+        """The same for .../oauth-keys/{id}/clean-up: the mapping and its
+        OAuth client go together or not at all."""
+        self.cut_off_client_delete(
+            lambda app_id, mapping: ("POST", "/oauth-keys/%s/clean-up" % mapping), [1, 0, 0])
+
+    def cut_off_client_delete(self, request, after):
+        """request(app id, key mapping id) -> (method, path under the
+        application): a write that deletes the application's OAuth client,
+        cut off there by the database stopping; after: the rows of
+        (application, key mapping, OAuth client) once it is redone."""
+        dp = "/api/am/devportal/v3"
+        r = self.c.post(dp + "/applications", json={"name": pt.uniq("HalfDelete"),
+                                                    "throttlingPolicy": "Unlimited"})
+        self.assertEqual(r.status, 201, r)
+        app_id = r.json["applicationId"]
+        r = self.c.post(dp + "/applications/%s/generate-keys" % app_id, json={
+            "keyType": "PRODUCTION", "grantTypesToBeSupported": ["client_credentials"],
+            "callbackUrl": "", "scopes": [], "validityTime": 3600})
+        self.assertEqual(r.status, 200, r)
+        method, sub = request(app_id, r.json["keyMappingId"])
+        path = dp + "/applications/" + app_id + sub
+        send = (lambda: self.c.delete(path)) if method == "DELETE" else (
+            lambda: self.c.post(path))
+
+        def stored():
+            return [int(sql_rows(self.apimgt_url, "SELECT count(*) FROM %s WHERE %s = '%s'"
+                                 % (table, col, app_id))[0][0])
+                    for table, col in (("am_application", "id"),
+                                       ("am_application_key_mapping", "application_id"),
+                                       ("km_oauth_client", "app_id"))]
+        self.assertEqual(stored(), [1, 1, 1])
+        self.stall_insert("km_oauth_client", "OLD.app_id = '%s'" % app_id, event="DELETE")
+        result = {}
+
+        def cut_off():
+            result["r"] = send()
+
+        t = threading.Thread(target=cut_off, daemon=True)
+        t.start()
+        try:
+            self.wait_for(lambda: sql_rows(self.apimgt_url, (
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep' "
+                "AND query LIKE 'DELETE FROM km_oauth_client%'")) == [["1"]],
+                "apimd's write to reach the OAuth client")
+            self.pg_stop()
+        finally:
+            t.join(MAX_ANSWER_S + 30)
+        self.assertFalse(t.is_alive(), "the write hung after the database went away")
+        assert_unavailable(self, result["r"], "%s %s cut off" % (method, path))
+        self.pg_start()
+        self.wait_ready(within=10)
+        self.assertEqual(stored(), [1, 1, 1])
+        r = self.c.get(dp + "/applications/%s/oauth-keys" % app_id)
+        self.assertEqual((r.status, r.json["count"]), (200, 1), r)
+        self.unstall_tag()
+        r = send()
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(stored(), after)
+
+    def test_c3_database_stopping_between_client_and_keys_mapping(self):
+        """Generating keys stores an OAuth client and the application's key
+        mapping: the database stops after the client row, while the mapping
+        is being inserted. 503, and neither is there afterwards (no OAuth
+        client without its mapping); then the keys are generated."""
+        dp = "/api/am/devportal/v3"
+        r = self.c.post(dp + "/applications", json={"name": pt.uniq("HalfKeys"),
+                                                    "throttlingPolicy": "Unlimited"})
+        self.assertEqual(r.status, 201, r)
+        app_id = r.json["applicationId"]
+        self.stall_insert("am_application_key_mapping", "NEW.application_id = '%s'" % app_id)
+        body = {"keyType": "PRODUCTION", "grantTypesToBeSupported": ["client_credentials"],
+                "callbackUrl": "", "scopes": [], "validityTime": 3600}
+        result = {}
+
+        def generate():
+            result["r"] = self.c.post(dp + "/applications/%s/generate-keys" % app_id, json=body)
+
+        t = threading.Thread(target=generate, daemon=True)
+        t.start()
+        try:
+            self.wait_for(lambda: sql_rows(self.apimgt_url, (
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep' "
+                "AND query LIKE 'INSERT INTO am_application_key_mapping%'")) == [["1"]],
+                "apimd's key generation to reach the mapping")
+            self.pg_stop()
+        finally:
+            t.join(MAX_ANSWER_S + 30)
+        self.assertFalse(t.is_alive(), "key generation hung after the database went away")
+        assert_unavailable(self, result["r"], "keys cut off by the database going away")
+        self.pg_start()
+        self.wait_ready(within=10)
+
+        def stored():
+            return [int(sql_rows(self.apimgt_url, "SELECT count(*) FROM %s WHERE %s = '%s'"
+                                 % (table, col, app_id))[0][0])
+                    for table, col in (("km_oauth_client", "app_id"),
+                                       ("am_application_key_mapping", "application_id"))]
+        self.assertEqual(stored(), [0, 0])
+        r = self.c.get(dp + "/applications/%s/oauth-keys" % app_id)
+        self.assertEqual((r.status, r.json["count"]), (200, 0), r)
+        self.unstall_tag()
+        r = self.c.post(dp + "/applications/%s/generate-keys" % app_id, json=body)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(stored(), [1, 1])
 
     def cut_off_a_create(self, cut, restore):
         name = pt.uniq("HalfDone")
@@ -628,6 +783,79 @@ class DatabaseRestartTest(unittest.TestCase):
         self.assertEqual(self.c.get(APIS + "/" + r.json["id"]).json["tags"], [tag])
         self.assertEqual(count_by_name(self.c, name), 1)
 
+    # -- one of the two databases away (writes that span both) ----------------
+
+    def shareddb_away(self):
+        """shareddb refuses connections and loses those it had; apimgtdb
+        (same server) stays up."""
+        apimtest.psql('ALTER DATABASE "shared" WITH ALLOW_CONNECTIONS false', url=self.base_url)
+        self.addCleanup(self.shareddb_back)
+        apimtest.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                      "WHERE datname = 'shared' AND pid <> pg_backend_pid()", url=self.base_url)
+
+    def shareddb_back(self):
+        self.ensure_pg_up()
+        apimtest.psql('ALTER DATABASE "shared" WITH ALLOW_CONNECTIONS true', url=self.base_url)
+
+    def api_with_document(self, name):
+        r = self.c.post(APIS, json=pt.api_body(name))
+        self.assertEqual(r.status, 201, r)
+        api = r.json
+        r = self.c.post(APIS + "/%s/documents" % api["id"],
+                        json={"name": "Guide", "type": "HOWTO", "sourceType": "INLINE",
+                              "inlineContent": "hello"})
+        self.assertEqual(r.status, 201, r)
+        return api
+
+    def stored(self, api_id):
+        """(rows of the API in apimgtdb, rows of its documents in shareddb)."""
+        return (int(sql_rows(self.apimgt_url,
+                             "SELECT count(*) FROM am_api WHERE id = '%s'" % api_id)[0][0]),
+                int(sql_rows(self.shared_url, "SELECT count(*) FROM am_api_document "
+                                              "WHERE api_id = '%s'" % api_id)[0][0]))
+
+    def test_d1_api_delete_with_shareddb_away_is_all_or_nothing(self):
+        """Deleting an API removes its row (apimgtdb) and its documents
+        (shareddb): with shareddb away the delete answers 503 and the API
+        and its documents stay; once shareddb is back the delete removes
+        both."""
+        api = self.api_with_document(pt.uniq("DelShared"))
+        self.assertEqual(self.stored(api["id"]), (1, 1))
+        self.shareddb_away()
+        r = self.c.delete(APIS + "/" + api["id"])
+        assert_unavailable(self, r, "DELETE with shareddb away")
+        self.shareddb_back()
+        self.assertEqual(self.stored(api["id"]), (1, 1))
+        self.assertEqual(self.c.get(APIS + "/" + api["id"]).status, 200)
+        docs = self.c.get(APIS + "/%s/documents" % api["id"])
+        self.assertEqual([d["name"] for d in docs.json["list"]], ["Guide"], docs)
+        r = self.c.delete(APIS + "/" + api["id"])
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(self.stored(api["id"]), (0, 0))
+        self.assertEqual(self.c.get(APIS + "/" + api["id"]).status, 404)
+
+    def test_d2_new_version_with_shareddb_away_is_all_or_nothing(self):
+        """A new version copies the API (apimgtdb) and its documents
+        (shareddb): with shareddb away it answers 503 and no new version
+        exists; once shareddb is back the copy has its document."""
+        name = pt.uniq("CopyShared")
+        api = self.api_with_document(name)
+        self.shareddb_away()
+        r = self.c.post(pt.PUB + "/apis/copy-api",
+                        query={"apiId": api["id"], "newVersion": "2.0.0"})
+        assert_unavailable(self, r, "copy-api with shareddb away")
+        self.shareddb_back()
+        self.assertEqual(count_by_name(self.c, name), 1)
+        self.assertEqual(sql_rows(self.apimgt_url,
+                                  "SELECT version FROM am_api WHERE name = '%s'" % name),
+                         [["1.0.0"]])
+        r = self.c.post(pt.PUB + "/apis/copy-api",
+                        query={"apiId": api["id"], "newVersion": "2.0.0"})
+        self.assertEqual(r.status, 201, r)
+        self.assertEqual(self.stored(r.json["id"]), (1, 1))
+        docs = self.c.get(APIS + "/%s/documents" % r.json["id"])
+        self.assertEqual([d["name"] for d in docs.json["list"]], ["Guide"], docs)
+
     def wait_for(self, cond, what, within=10):
         t0 = time.monotonic()
         while time.monotonic() - t0 < within:
@@ -635,6 +863,360 @@ class DatabaseRestartTest(unittest.TestCase):
                 return
             time.sleep(0.05)
         self.fail("timed out waiting for %s" % what)
+
+
+# -- a connection lost after the server committed -------------------------------------
+
+class CuttingRelay:
+    """A TCP relay to PostgreSQL that, once armed, cuts the connection
+    that carries the server's next "INSERT 0 1" completion instead of
+    passing it on: the server committed the INSERT, the client never
+    hears of it."""
+
+    TAG = b"C\x00\x00\x00\x0fINSERT 0 1\x00"
+
+    def __init__(self, target_port):
+        self.target = target_port
+        self.armed = threading.Event()
+        self.cuts = 0
+        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(64)
+        self.port = self.lsock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.lsock.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(("127.0.0.1", self.target), timeout=5)
+                server.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            threading.Thread(target=self._pipe, args=(client, server, False),
+                             daemon=True).start()
+            threading.Thread(target=self._pipe, args=(server, client, True),
+                             daemon=True).start()
+
+    def _pipe(self, src, dst, from_server):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if from_server and self.TAG in data and self.armed.is_set():
+                    self.armed.clear()
+                    self.cuts += 1
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        for sock in (src, dst):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+    def close(self):
+        self.lsock.close()
+
+
+@unittest.skipUnless(apimtest.is_postgresql(), PG_ONLY_RESTART)
+class LostAfterCommitTest(unittest.TestCase):
+    """apimd reaches shareddb through a CuttingRelay on a private cluster."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.pg = run.ThrowawayPostgres()
+        cls.pg.prepare()
+        cls.watchdog = run.start_watchdog(cls.pg.dir, cls.pg)
+        cls.srv = cls.relay = None
+        try:
+            base = cls.pg.start()
+            for db in ("apimgt", "shared"):
+                apimtest.psql('CREATE DATABASE "%s"' % db, url=base)
+            cls.relay = CuttingRelay(cls.pg.port)
+            cls.shared_url = apimtest.pg_url("shared", base)
+            relayed = cls.shared_url.replace(":%d/" % cls.pg.port, ":%d/" % cls.relay.port)
+            cls.srv = apimtest.ApimServer(conf={
+                "database": {"apimgtdb_url": apimtest.pg_url("apimgt", base),
+                             "shareddb_url": relayed, "busy_timeout_ms": 1000}})
+            cls.srv.start()
+        except BaseException:
+            cls._teardown()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls._teardown()
+
+    @classmethod
+    def _teardown(cls):
+        try:
+            if cls.srv is not None:
+                try:
+                    cls.srv.stop()
+                finally:
+                    cls.srv.cleanup()
+            if cls.relay is not None:
+                cls.relay.close()
+        finally:
+            cls.pg.stop()
+            cls.watchdog.kill()
+            cls.watchdog.wait()
+
+    def test_single_statement_write_is_not_run_twice(self):
+        """A document is one INSERT (no transaction). The connection dies
+        after the server committed it: apimd must not run it again (that
+        answered 409 "already exists" for the request's own document, and
+        doubles writes without a unique key): 503, and the document is
+        there once."""
+        c = self.srv.client(timeout=30)
+        r = c.post(APIS, json=pt.api_body(pt.uniq("Cut")))
+        self.assertEqual(r.status, 201, r)
+        api_id = r.json["id"]
+        doc = {"name": "Guide", "type": "HOWTO", "sourceType": "INLINE", "inlineContent": "x"}
+        self.relay.armed.set()
+        r = c.post(APIS + "/%s/documents" % api_id, json=doc)
+        self.assertEqual(self.relay.cuts, 1, "the relay cut nothing: %r" % r)
+        assert_unavailable(self, r, "document whose commit was not acknowledged")
+        rows = sql_rows(self.shared_url, "SELECT name FROM am_api_document WHERE api_id = '%s'"
+                        % api_id)
+        self.assertEqual(rows, [["Guide"]])
+        # the next requests work on a fresh connection
+        r = c.get(APIS + "/%s/documents" % api_id)
+        self.assertEqual([d["name"] for d in r.json["list"]], ["Guide"], r)
+        doc["name"] = "Second"
+        r = c.post(APIS + "/%s/documents" % api_id, json=doc)
+        self.assertEqual(r.status, 201, r)
+
+
+# -- two NATS servers in a cluster, one killed ----------------------------------------
+
+class NatsNode:
+    """One nats-server of a two-server cluster: client port, route port,
+    the other's route port; restartable on the same ports."""
+
+    def __init__(self, name, port, cport, peer_cport):
+        self.name, self.port, self.cport, self.peer_cport = name, port, cport, peer_cport
+        self.proc = None
+
+    @property
+    def url(self):
+        return "nats://127.0.0.1:%d" % self.port
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            ["nats-server", "-a", "127.0.0.1", "-p", str(self.port), "-n", self.name,
+             "--cluster_name", "apim", "--cluster", "nats://127.0.0.1:%d" % self.cport,
+             "--routes", "nats://127.0.0.1:%d" % self.peer_cport],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            preexec_fn=apimtest._child_setup)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return self
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError("nats-server %s did not start" % self.name)
+
+    def kill(self):
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+            self.proc = None
+
+
+def routed(a, b, within=10):
+    """Waits until a message published on a reaches a subscriber on b."""
+    sub = ttm.Nats(b.port, subjects=("apimtest.route",))
+    try:
+        pub = ttm.Nats(a.port, subjects=())
+        try:
+            deadline = time.monotonic() + within
+            while time.monotonic() < deadline:
+                pub.publish("apimtest.route", {"n": 1})
+                try:
+                    sub.wait_for(lambda s, body: True, timeout=0.2)
+                    return
+                except AssertionError:
+                    pass
+            raise AssertionError("no route between nats %s and %s" % (a.name, b.name))
+        finally:
+            pub.close()
+    finally:
+        sub.close()
+
+
+@unittest.skipUnless(tgf.HAVE_ALL, "needs APIM_NGINX_MODULE, nginx and nats-server")
+class NatsClusterTest(unittest.TestCase):
+    """Control plane, gateway and Traffic Manager all given the URLs of
+    both servers of a NATS cluster (event_hub.url, apim_event_hub_url):
+    killing either server leaves everything working through the other.
+    Each server is killed once, so every client loses the server it was
+    on at least once (libnats picks one of the list at random)."""
+
+    @classmethod
+    def setUpClass(cls):
+        ports = [apimtest.unused_port() for _ in range(4)]
+        cls.n1 = NatsNode("n1", ports[0], ports[1], ports[3])
+        cls.n2 = NatsNode("n2", ports[2], ports[3], ports[1])
+        cls.started = []
+        try:
+            cls.n1.start()
+            cls.n2.start()
+            routed(cls.n1, cls.n2)
+            routed(cls.n2, cls.n1)
+            urls = "%s,%s" % (cls.n1.url, cls.n2.url)
+            spaced = "%s, %s" % (cls.n1.url, cls.n2.url)  # as people write lists in apim.conf
+            cls.srv = apimtest.ApimServer(profile="control-plane", conf={
+                "event_hub": {"url": spaced}, "gateway": {"credential": tgf.CRED}})
+            cls.srv.start()
+            cls.started.append(cls.srv)
+            cls.tm = apimtest.ApimServer(profile="traffic-manager", conf={
+                "event_hub": {"url": spaced},
+                "gateway": {"control_plane_url": cls.srv.base_url, "credential": tgf.CRED}})
+            cls.tm.start(wait=False)
+            cls.started.append(cls.tm)
+            cls.backend = tgm.start_backend("production")
+            cls.gw = tgf.Nginx(cls.srv.base_url, urls).start()
+        except BaseException:
+            cls._teardown()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls._teardown()
+
+    @classmethod
+    def _teardown(cls):
+        gw = getattr(cls, "gw", None)
+        if gw is not None:
+            gw.stop()
+            shutil.rmtree(gw.tmp, ignore_errors=True)
+        for srv in reversed(cls.started):
+            try:
+                srv.stop()
+            except Exception:  # noqa: BLE001 - teardown goes on
+                pass
+        if getattr(cls, "backend", None) is not None:
+            cls.backend.shutdown()
+        cls.n1.kill()
+        cls.n2.kill()
+
+    def setUp(self):
+        self.c = self.srv.client()
+
+    def wait_gw(self, tok, status, code=None, within=10):
+        t0 = time.monotonic()
+        last = None
+        while time.monotonic() - t0 < within:
+            last = self.gw.call(self.path, tok)
+            if last[0] == status and (code is None or last[1] == code):
+                return
+            time.sleep(0.02)
+        self.fail("gateway answers %r, wanted %s %s\n%s" % (last[:2], status, code,
+                                                             self.gw.log()[-3000:]))
+
+    def deployment(self, action):
+        r = self.c.post(APIS + "/%s/%s-revision" % (self.api["id"], action),
+                        query={"revisionId": self.rev["id"]}, json=tgf.DEFAULT_ENV)
+        self.assertEqual(r.status, 201, r)
+
+    def publish_api(self):
+        """An API deployed and subscribed to; returns a token the gateway admits."""
+        name = pt.uniq("NatsHa")
+        r = self.c.post(APIS, json=pt.api_body(
+            name=name, policies=["Gold", "Unlimited"],
+            endpointConfig={"endpoint_type": "http", "production_endpoints": {
+                "url": "http://127.0.0.1:%d/be" % self.backend.server_port}}))
+        self.assertEqual(r.status, 201, r)
+        self.api = r.json
+        self.path = "/%s/1.0.0/items" % name.lower()
+        r = self.c.post(APIS + "/%s/revisions" % self.api["id"], json={"description": "r1"})
+        self.assertEqual(r.status, 201, r)
+        self.rev = r.json
+        self.deployment("deploy")
+        r = self.c.post(pt.PUB + "/apis/change-lifecycle",
+                        query={"apiId": self.api["id"], "action": "Publish"})
+        self.assertEqual(r.status, 200, r)
+        r = self.c.post(tgf.DP + "/applications", json={"name": pt.uniq("NatsHaApp"),
+                                                        "throttlingPolicy": "Unlimited"})
+        self.assertEqual(r.status, 201, r)
+        app = r.json
+        r = self.c.post(tgf.DP + "/subscriptions", json={
+            "applicationId": app["applicationId"], "apiId": self.api["id"],
+            "throttlingPolicy": "Gold"})
+        self.assertEqual(r.status, 201, r)
+        r = self.c.post(tgf.DP + "/applications/%s/generate-keys" % app["applicationId"], json={
+            "keyType": "PRODUCTION", "grantTypesToBeSupported": ["client_credentials"],
+            "callbackUrl": "", "scopes": [], "validityTime": 3600})
+        self.assertEqual(r.status, 200, r)
+        keys = r.json
+        r = self.srv.client(None).post(
+            "/oauth2/token", data="grant_type=client_credentials", content_type=tgf.FORM,
+            headers={"Authorization": tgf.basic(keys["consumerKey"], keys["consumerSecret"])})
+        self.assertEqual(r.status, 200, r)
+        return r.json["access_token"]
+
+    def check_through(self, node, tok):
+        """With only node left: the control plane's change events, the
+        gateway's usage reports and the Traffic Manager's heartbeats all
+        reach a client of node, and the gateway follows the change."""
+        bus = ttm.Nats(node.port, subjects=("apim.notify.api", "apim.throttle.usage",
+                                            "apim.throttle.tm"))
+        try:
+            t0 = time.monotonic()
+            seq0 = self.current_seq()
+            self.deployment("undeploy")
+            ev = bus.wait_for(lambda s, b: s == "apim.notify.api" and b["id"] == self.api["id"]
+                              and b["seq"] > seq0, timeout=15, t0=t0)
+            self.assertEqual(ev["action"], "undeploy", ev)
+            self.wait_gw(tok, 403, "900906")
+            self.deployment("deploy")
+            self.wait_gw(tok, 200)
+            t1 = time.monotonic()
+            self.assertEqual(self.gw.call(self.path, tok)[0], 200)
+            usage = bus.wait_for(lambda s, b: s == "apim.throttle.usage" and any(
+                e.get("apiId") == self.api["id"] for e in b.get("entries", [])),
+                timeout=15, t0=t1)
+            self.assertTrue(usage["entries"], usage)
+            pid = str(self.tm.proc.pid)
+            bus.wait_for(lambda s, b: s == "apim.throttle.tm" and
+                         b.get("tm", "").endswith("/" + pid), timeout=15, t0=t1)
+        finally:
+            bus.close()
+
+    def current_seq(self):
+        r = self.srv.client(None).get("/internal/data/v1/sequence",
+                                      headers={"X-APIM-Gateway-Credential": tgf.CRED})
+        self.assertEqual(r.status, 200, r)
+        return r.json["seq"]
+
+    def test_either_server_killed(self):
+        tok = self.publish_api()
+        self.wait_gw(tok, 200)
+        self.assertIn("apim: following event hub", self.gw.log())
+        self.assertTrue(self.tm.running(), self.tm.stderr_tail())
+
+        self.n1.kill()
+        self.check_through(self.n2, tok)
+
+        self.n1.start()
+        routed(self.n1, self.n2)
+        routed(self.n2, self.n1)
+        self.n2.kill()
+        self.check_through(self.n1, tok)
+        self.assertNotIn("No server available", self.gw.log())
+        for srv in (self.srv, self.tm):
+            self.assertTrue(srv.running(), srv.stderr_tail())
 
 
 if __name__ == "__main__":

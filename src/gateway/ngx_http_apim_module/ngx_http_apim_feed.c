@@ -187,6 +187,9 @@ ngx_http_apim_thread_main(void *arg)
  */
 
 #define APIM_SEQ_POLL_MS    2000
+/* apim_event_hub_url: at most this many servers, this long in all */
+#define APIM_NATS_MAX_SERVERS  16
+#define APIM_NATS_MAX_URLS_LEN 4096
 #define APIM_RETRY_MS       1000
 #define APIM_MAX_BODY       (512 * 1024 * 1024)
 #define APIM_MAX_DELTAS     64
@@ -898,6 +901,61 @@ ngx_http_apim_poll_seq(CURL *curl, ngx_log_t *log)
 }
 
 
+/*
+ * Splits urls at commas (blanks around them ignored) into at most
+ * APIM_NATS_MAX_SERVERS servers for natsOptions_SetServers; libnats tries
+ * them in random order and reconnects to the others when one goes away.
+ */
+natsStatus
+ngx_http_apim_nats_servers(natsOptions *opts, const char *urls)
+{
+    int          n;
+    char        *copy, *p, *q, *end;
+    const char  *servers[APIM_NATS_MAX_SERVERS];
+    natsStatus   st;
+
+    if (urls == NULL || strlen(urls) > APIM_NATS_MAX_URLS_LEN) {
+        return NATS_INVALID_ARG;
+    }
+
+    copy = strdup(urls);
+    if (copy == NULL) {
+        return NATS_NO_MEMORY;
+    }
+
+    n = 0;
+    p = copy;
+
+    while (p != NULL && n < APIM_NATS_MAX_SERVERS) {
+        q = strchr(p, ',');
+        if (q != NULL) {
+            *q++ = '\0';
+        }
+
+        while (*p == ' ' || *p == '\t') {
+            p++;
+        }
+
+        end = p + strlen(p);
+        while (end > p && (end[-1] == ' ' || end[-1] == '\t')) {
+            *--end = '\0';
+        }
+
+        if (*p != '\0') {
+            servers[n++] = p;
+        }
+
+        p = q;
+    }
+
+    st = n > 0 ? natsOptions_SetServers(opts, servers, n) : NATS_INVALID_ARG;
+
+    free(copy);
+
+    return st;
+}
+
+
 static natsConnection *
 ngx_http_apim_nats_connect(natsSubscription **sub, ngx_log_t *log)
 {
@@ -912,7 +970,7 @@ ngx_http_apim_nats_connect(natsSubscription **sub, ngx_log_t *log)
         return NULL;
     }
 
-    st = natsOptions_SetURL(opts, ngx_http_apim_hub_url);
+    st = ngx_http_apim_nats_servers(opts, ngx_http_apim_hub_url);
     if (st == NATS_OK) {
         st = natsOptions_SetMaxReconnect(opts, -1);
     }

@@ -494,6 +494,9 @@ extern ngx_http_apim_snap_t  *ngx_http_apim_current;   /* atomic */
 ngx_int_t ngx_http_apim_init_process(ngx_cycle_t *cycle);
 void ngx_http_apim_exit_process(ngx_cycle_t *cycle);
 ngx_msec_t ngx_http_apim_now_ms(void);
+/* sets the servers of opts from urls, a comma-separated list (every
+ * server of a NATS cluster): natsOptions_SetURL takes one URL only */
+natsStatus ngx_http_apim_nats_servers(natsOptions *opts, const char *urls);
 
 extern ngx_module_t  ngx_http_apim_module;
 extern ngx_module_t  ngx_http_apim_jwks_module;

@@ -2011,7 +2011,7 @@ ngx_http_apim_throttle_init_process(ngx_cycle_t *cycle, const char *url,
         return NGX_OK;
     }
 
-    st = natsOptions_SetURL(opts, url);
+    st = ngx_http_apim_nats_servers(opts, url);
     if (st == NATS_OK) {
         st = natsOptions_SetName(opts, "apim-gateway-throttle");
     }

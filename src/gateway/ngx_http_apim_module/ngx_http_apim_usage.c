@@ -519,7 +519,7 @@ ngx_http_apim_usage_connect(ngx_log_t *log)
         return NULL;
     }
 
-    st = natsOptions_SetURL(opts, ngx_http_apim_usage_url);
+    st = ngx_http_apim_nats_servers(opts, ngx_http_apim_usage_url);
     if (st == NATS_OK) {
         st = natsOptions_SetName(opts, "apim-gateway-usage");
     }
