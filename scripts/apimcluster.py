@@ -775,14 +775,14 @@ class Cluster:
     otherwise they die with it (tests). fast: PostgreSQL without fsync.
     extra_conf: {kind: {"section": {"key": value}}} added to the apim.conf
     of every node of that kind (control-plane, gateway, traffic-manager).
-    gateway_hub: "own" (each gateway on one NATS server, see event_hub_for)
-    or "all" (every gateway lists every NATS server).
+    gateway_hub: "all" (every gateway lists every NATS server, the default)
+    or "own" (each gateway on one NATS server of its own, see event_hub_for).
     """
 
     def __init__(self, root, apimd=None, module=None, offset=None, split=False,
                  detach=False, fast=True, gateways=2, traffic_managers=2, nats=2,
                  extra_conf=None, gateway_workers=1, log_format="text", out=None,
-                 gateway_hub="own"):
+                 gateway_hub="all"):
         self.root = os.path.abspath(root)
         self.log_dir = os.path.join(self.root, "logs")
         self.state_path = os.path.join(self.root, "cluster.json")
@@ -899,10 +899,9 @@ class Cluster:
     def event_hub_for(self, node):
         """event_hub.url of an apimd node: every NATS server, except for a
         gateway when gateway_hub is "own": then the one NATS server of its
-        own (gw1 nats1, gw2 nats2, ...), since ngx_http_apim_module takes a
-        single URL (natsOptions_SetURL) today; the NATS cluster routes the
-        messages between the servers, and a connected client learns the
-        other servers and fails over to them."""
+        own (gw1 nats1, gw2 nats2, ...), to spread the gateways over the
+        servers; the NATS cluster routes the messages between them, and a
+        connected client learns the other servers and fails over to them."""
         nats = self.by_kind("nats")
         if node.kind == "gateway" and self.gateway_hub == "own" and nats:
             i = self.by_kind("gateway").index(node)
@@ -957,7 +956,7 @@ class Cluster:
                 traffic_managers=counts.get("traffic-manager", 2), nats=counts.get("nats", 2),
                 gateway_workers=st.get("gateway_workers", 1),
                 log_format=st.get("log_format", "text"), out=out,
-                gateway_hub=st.get("gateway_hub", "own"), fast=st.get("fast", False))
+                gateway_hub=st.get("gateway_hub", "all"), fast=st.get("fast", False))
         c._load_secrets()
         c._layout()
         for name, ns in (st.get("nodes") or {}).items():
