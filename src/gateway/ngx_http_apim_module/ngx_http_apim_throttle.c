@@ -837,28 +837,13 @@ typedef struct {
 static ngx_http_apim_lmemo_t  ngx_http_apim_lmemo[4];
 
 
+/* the limit of level and name, remembered in m */
 static const ngx_http_apim_limit_t *
-ngx_http_apim_limit_find(const ngx_http_apim_snap_t *snap, ngx_uint_t level,
-    const ngx_str_t *name, ngx_uint_t site)
+ngx_http_apim_limit_lookup(const ngx_http_apim_snap_t *snap, ngx_uint_t level,
+    const ngx_str_t *name, ngx_http_apim_lmemo_t *m)
 {
     ngx_uint_t              h;
     ngx_http_apim_limit_t  *l;
-    ngx_http_apim_lmemo_t  *m;
-
-    /* (a policy's name is shorter than APIM_THROTTLE_POLICY_MAX) */
-    if (snap->limits == NULL || name->len == 0
-        || name->len >= APIM_THROTTLE_POLICY_MAX)
-    {
-        return NULL;
-    }
-
-    m = &ngx_http_apim_lmemo[site];
-
-    if (m->gen == snap->gen && m->len == name->len
-        && ngx_memcmp(m->name, name->data, name->len) == 0)
-    {
-        return m->l;
-    }
 
     h = (ngx_http_apim_hash64(name->data, name->len) + level)
         % APIM_THROTTLE_BUCKETS;
@@ -877,6 +862,32 @@ ngx_http_apim_limit_find(const ngx_http_apim_snap_t *snap, ngx_uint_t level,
     ngx_memcpy(m->name, name->data, name->len);
 
     return l;
+}
+
+
+/* (inline: the memo's hit is the usual case) */
+static ngx_inline const ngx_http_apim_limit_t *
+ngx_http_apim_limit_find(const ngx_http_apim_snap_t *snap, ngx_uint_t level,
+    const ngx_str_t *name, ngx_uint_t site)
+{
+    ngx_http_apim_lmemo_t  *m;
+
+    /* (a policy's name is shorter than APIM_THROTTLE_POLICY_MAX) */
+    if (snap->limits == NULL || name->len == 0
+        || name->len >= APIM_THROTTLE_POLICY_MAX)
+    {
+        return NULL;
+    }
+
+    m = &ngx_http_apim_lmemo[site];
+
+    if (m->gen == snap->gen && m->len == name->len
+        && ngx_memcmp(m->name, name->data, name->len) == 0)
+    {
+        return m->l;
+    }
+
+    return ngx_http_apim_limit_lookup(snap, level, name, m);
 }
 
 
