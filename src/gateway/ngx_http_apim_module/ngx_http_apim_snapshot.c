@@ -208,20 +208,14 @@ ngx_http_apim_snap_bytes(const ngx_http_apim_snap_t *s)
 
 /* -- maps ---------------------------------------------------------------- */
 
-static uint64_t
+/*
+ * 8 key bytes a step (ngx_http_apim_hash64); the builder, the deltas and
+ * the lookups all hash through here, so the slots stay where they are found
+ */
+static ngx_inline uint64_t
 ngx_http_apim_hash(const char *k, size_t len)
 {
-    uint64_t  h;
-    size_t    i;
-
-    h = 1469598103934665603ULL;
-
-    for (i = 0; i < len; i++) {
-        h ^= (u_char) k[i];
-        h *= 1099511628211ULL;
-    }
-
-    return h;
+    return ngx_http_apim_hash64((const u_char *) k, len);
 }
 
 

@@ -816,16 +816,34 @@ ngx_http_apim_throttle_policy(ngx_http_apim_snap_t *s, json_t *pol,
 }
 
 
+/*
+ * The limit a call site found last, while the snapshot is the same: the
+ * tiers of consecutive calls mostly are (a name compare, no hash); also
+ * when there is no limit (Unlimited), the usual case.
+ */
+typedef struct {
+    uint64_t                        gen;        /* 0: empty */
+    const ngx_http_apim_limit_t    *l;
+    size_t                          len;
+    u_char                          name[APIM_THROTTLE_POLICY_MAX];
+} ngx_http_apim_lmemo_t;
+
+
+#define APIM_LMEMO_API            0
+#define APIM_LMEMO_RESOURCE       1
+#define APIM_LMEMO_SUB            2
+#define APIM_LMEMO_APP            3
+
+static ngx_http_apim_lmemo_t  ngx_http_apim_lmemo[4];
+
+
+/* the limit of level and name, remembered in m */
 static const ngx_http_apim_limit_t *
-ngx_http_apim_limit_find(const ngx_http_apim_snap_t *snap, ngx_uint_t level,
-    const ngx_str_t *name)
+ngx_http_apim_limit_lookup(const ngx_http_apim_snap_t *snap, ngx_uint_t level,
+    const ngx_str_t *name, ngx_http_apim_lmemo_t *m)
 {
     ngx_uint_t              h;
     ngx_http_apim_limit_t  *l;
-
-    if (snap->limits == NULL || name->len == 0) {
-        return NULL;
-    }
 
     h = (ngx_http_apim_hash64(name->data, name->len) + level)
         % APIM_THROTTLE_BUCKETS;
@@ -834,15 +852,62 @@ ngx_http_apim_limit_find(const ngx_http_apim_snap_t *snap, ngx_uint_t level,
         if (l->level == level && ngx_strlen(l->name) == name->len
             && ngx_strncmp(l->name, name->data, name->len) == 0)
         {
-            return l;
+            break;
         }
     }
 
-    return NULL;
+    m->gen = snap->gen;
+    m->l = l;
+    m->len = name->len;
+    ngx_memcpy(m->name, name->data, name->len);
+
+    return l;
+}
+
+
+/* (inline: the memo's hit is the usual case) */
+static ngx_inline const ngx_http_apim_limit_t *
+ngx_http_apim_limit_find(const ngx_http_apim_snap_t *snap, ngx_uint_t level,
+    const ngx_str_t *name, ngx_uint_t site)
+{
+    ngx_http_apim_lmemo_t  *m;
+
+    /* (a policy's name is shorter than APIM_THROTTLE_POLICY_MAX) */
+    if (snap->limits == NULL || name->len == 0
+        || name->len >= APIM_THROTTLE_POLICY_MAX)
+    {
+        return NULL;
+    }
+
+    m = &ngx_http_apim_lmemo[site];
+
+    if (m->gen == snap->gen && m->len == name->len
+        && ngx_memcmp(m->name, name->data, name->len) == 0)
+    {
+        return m->l;
+    }
+
+    return ngx_http_apim_limit_lookup(snap, level, name, m);
 }
 
 
 /* -- the worker's table ---------------------------------------------------- */
+
+/* the slots of the keys found last (the levels of one call: API or
+ * resource, subscription, application, a custom policy) */
+#define APIM_TKEY_MEMO            4
+
+static ngx_uint_t  ngx_http_apim_tkey_memo[APIM_TKEY_MEMO];
+static ngx_uint_t  ngx_http_apim_tkey_memo_next;
+
+
+static ngx_inline void
+ngx_http_apim_tkey_remember(ngx_uint_t i)
+{
+    ngx_http_apim_tkey_memo[ngx_http_apim_tkey_memo_next++
+                            & (APIM_TKEY_MEMO - 1)] = i;
+}
+
 
 static ngx_http_apim_tkey_t *
 ngx_http_apim_tkey_find(const u_char *key, size_t len, ngx_uint_t create)
@@ -854,6 +919,16 @@ ngx_http_apim_tkey_find(const u_char *key, size_t len, ngx_uint_t create)
         || len > APIM_THROTTLE_KEY_MAX)
     {
         return NULL;
+    }
+
+    /* a key of the last calls: its slot still holds it (compared, so
+     * also after a sweep moved or freed entries) */
+    for (i = 0; i < APIM_TKEY_MEMO; i++) {
+        e = &ngx_http_apim_tkeys[ngx_http_apim_tkey_memo[i]];
+
+        if (e->klen == len && ngx_memcmp(e->key, key, len) == 0) {
+            return e;
+        }
     }
 
     hash = (ngx_uint_t) ngx_http_apim_hash64(key, len);
@@ -880,12 +955,14 @@ ngx_http_apim_tkey_find(const u_char *key, size_t len, ngx_uint_t create)
             e->group = -1;
             ngx_memcpy(e->key, key, len);
             ngx_http_apim_tkeys_used++;
+            ngx_http_apim_tkey_remember(i);
             return e;
         }
 
         if (e->hash == hash && e->klen == len
             && ngx_memcmp(e->key, key, len) == 0)
         {
+            ngx_http_apim_tkey_remember(i);
             return e;
         }
     }
@@ -1482,7 +1559,8 @@ ngx_http_apim_throttle_check(ngx_http_request_t *r, ngx_http_apim_ctx_t *ctx,
 
     /* the API's policy, else the resource's: "/ctx:ver",
      * "/ctx/ver/template:VERB" (resource is "VERB /template") */
-    l = ngx_http_apim_limit_find(snap, APIM_LEVEL_ADVANCED, &ctx->api_tier);
+    l = ngx_http_apim_limit_find(snap, APIM_LEVEL_ADVANCED, &ctx->api_tier,
+                                 APIM_LMEMO_API);
 
     if (l != NULL) {
         len = ctx->api_context.len + 1 + ctx->api_version.len;
@@ -1496,7 +1574,7 @@ ngx_http_apim_throttle_check(ngx_http_request_t *r, ngx_http_apim_ctx_t *ctx,
 
     } else if (ctx->api_tier.len == 0) {
         l = ngx_http_apim_limit_find(snap, APIM_LEVEL_ADVANCED,
-                                     &ctx->resource_tier);
+                                     &ctx->resource_tier, APIM_LMEMO_RESOURCE);
         sp = ngx_strlchr(ctx->resource.data,
                          ctx->resource.data + ctx->resource.len, ' ');
 
@@ -1523,7 +1601,7 @@ ngx_http_apim_throttle_check(ngx_http_request_t *r, ngx_http_apim_ctx_t *ctx,
 
     /* subscription "appId:/ctx:ver" */
     l = ngx_http_apim_limit_find(snap, APIM_LEVEL_SUBSCRIPTION,
-                                 &ctx->subscription_tier);
+                                 &ctx->subscription_tier, APIM_LMEMO_SUB);
     len = ctx->app_id.len + 1 + ctx->api_context.len + 1
           + ctx->api_version.len;
 
@@ -1556,7 +1634,7 @@ ngx_http_apim_throttle_check(ngx_http_request_t *r, ngx_http_apim_ctx_t *ctx,
 
     /* application "appId:user" */
     l = ngx_http_apim_limit_find(snap, APIM_LEVEL_APPLICATION,
-                                 &ctx->app_tier);
+                                 &ctx->app_tier, APIM_LMEMO_APP);
     len = ctx->app_id.len + 1 + ctx->user.len;
 
     if (l != NULL && ctx->app_id.len && len <= APIM_THROTTLE_KEY_MAX) {
