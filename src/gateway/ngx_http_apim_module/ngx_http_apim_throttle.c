@@ -174,6 +174,7 @@ typedef struct {
     char                        policy[APIM_THROTTLE_POLICY_MAX];
     int64_t                     window_start;
     int64_t                     window_ms;
+    int64_t                     first;      /* this window's first use (ms) */
     int64_t                     limit;
     int64_t                     count;
     int64_t                     allowance;
@@ -253,6 +254,7 @@ static int64_t                ngx_http_apim_parties = 1;
 static int64_t                ngx_http_apim_last_beat;    /* ms */
 static int64_t                ngx_http_apim_started;      /* ms */
 static ngx_uint_t             ngx_http_apim_fallback;
+static int64_t                ngx_http_apim_fallback_since; /* ms */
 static int64_t                ngx_http_apim_last_sweep;   /* ms */
 
 /* between the NATS thread and the event loop (atomic) */
@@ -983,6 +985,7 @@ ngx_http_apim_tkey_window(ngx_http_apim_tkey_t *e, int64_t window_ms,
     if (e->window_start != ws || e->window_ms != window_ms) {
         e->window_start = ws;
         e->window_ms = window_ms;
+        e->first = now;
         e->count = 0;
         e->denied = 0;
         e->allowance = 0;
@@ -1244,13 +1247,20 @@ ngx_http_apim_group_match(ngx_http_request_t *r,
 static int64_t
 ngx_http_apim_cap(const ngx_http_apim_tkey_t *e, int64_t limit)
 {
-    int64_t  n, local;
+    int64_t  n;
 
     n = ngx_http_apim_parties > 0 ? ngx_http_apim_parties : 1;
 
-    if (ngx_http_apim_fallback) {
-        local = limit / n;
-        return e->granted && e->allowance > local ? e->allowance : local;
+    /*
+     * Local limits apply to the keys first used in their window without
+     * a Traffic Manager. A key in use when the last one went away keeps
+     * its cap for the rest of that window: the grants and implicit
+     * allowances of all parties never add up to more than the limit,
+     * whereas a grant above limit / N on one gateway plus limit / N on
+     * another would.
+     */
+    if (ngx_http_apim_fallback && e->first >= ngx_http_apim_fallback_since) {
+        return limit / n;
     }
 
     if (e->granted) {
@@ -1896,6 +1906,7 @@ ngx_http_apim_tmsg_apply(ngx_http_apim_tmsg_t *m, int64_t now)
         {
             e->window_start = m->items[i].window_start;
             e->window_ms = m->items[i].window_ms;
+            e->first = now;
             e->count = 0;
             e->denied = 0;
             e->allowance = 0;
@@ -1952,6 +1963,7 @@ ngx_http_apim_throttle_tick(ngx_log_t *log)
         ngx_http_apim_metrics_add(APIM_METRIC_FALLBACKS, fallback);
 
         if (fallback) {
+            ngx_http_apim_fallback_since = now;
             ngx_log_error(NGX_LOG_WARN, log, 0,
                           "apim: no Traffic Manager heard for %d ms: "
                           "local rate limits (limit / %L)",
@@ -2074,6 +2086,7 @@ ngx_http_apim_throttle_init_process(ngx_cycle_t *cycle, const char *url,
     ngx_http_apim_last_beat = 0;
     ngx_http_apim_started = ngx_http_apim_throttle_now();
     ngx_http_apim_fallback = (url == NULL);
+    ngx_http_apim_fallback_since = 0;
     ngx_http_apim_metrics_gauge(APIM_GAUGE_FALLBACK, url == NULL);
     ngx_http_apim_last_sweep = 0;
 
