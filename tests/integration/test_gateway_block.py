@@ -27,6 +27,7 @@ import time
 import unittest
 
 import apimtest
+import gwtest
 import test_gateway_module as gm
 import test_gateway_profile as gp
 
@@ -47,25 +48,25 @@ class GatewayBlockModuleTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        if not gm.MODULE or not os.path.exists(gm.MODULE):
+        if not gwtest.MODULE or not os.path.exists(gwtest.MODULE):
             raise unittest.SkipTest("APIM_NGINX_MODULE not built")
-        if not os.path.exists(gm.NGINX):
+        if not os.path.exists(gwtest.NGINX):
             raise unittest.SkipTest("nginx not installed")
         cls.tmp = tempfile.mkdtemp(prefix="apim-gw-block-")
         os.chmod(cls.tmp, 0o755)
-        cls.prod = gm.start_backend("production")
-        cls.sand = gm.start_backend("sandbox")
-        cls.key, cls.jwk = gm.rsa_jwk(cls.tmp)
-        cls.ec_key, cls.ec_jwk = gm.ec_jwk(cls.tmp, "gw-test-ec-key")
+        cls.prod = gwtest.start_backend("production")
+        cls.sand = gwtest.start_backend("sandbox")
+        cls.key, cls.jwk = gwtest.rsa_jwk(cls.tmp)
+        cls.ec_key, cls.ec_jwk = gwtest.ec_jwk(cls.tmp, "gw-test-ec-key")
         cls.snapshot_path = os.path.join(cls.tmp, "snapshot.json")
         cls.base = gm.GatewayModuleTest.base_snapshot.__func__(cls)
         # App2 (bob) is subscribed too, so that it reaches the backend
         cls.base["subscriptions"].append(
-            {"id": "s2", "apiId": gm.API_ID, "applicationId": gm.APP2_ID,
+            {"id": "s2", "apiId": gwtest.API_ID, "applicationId": gwtest.APP2_ID,
              "tier": "Gold", "status": "UNBLOCKED"})
         cls.seq = 1
         cls.write(cls.base)
-        cls.port = gm.free_port()
+        cls.port = gwtest.free_port()
         cls.start_nginx()
 
     @classmethod
@@ -109,9 +110,9 @@ http {
         }
     }
 }
-""" % {"module": gm.MODULE, "dir": cls.tmp, "port": cls.port})
+""" % {"module": gwtest.MODULE, "dir": cls.tmp, "port": cls.port})
         with open(os.path.join(cls.tmp, "stderr.log"), "w") as err:
-            cls.nginx = subprocess.Popen([gm.NGINX, "-c", conf, "-p", cls.tmp + "/"],
+            cls.nginx = subprocess.Popen([gwtest.NGINX, "-c", conf, "-p", cls.tmp + "/"],
                                          stdout=subprocess.DEVNULL, stderr=err)
         deadline = time.time() + 10
         while time.time() < deadline:
@@ -173,13 +174,13 @@ http {
         tok = self.token()
         self.blocks([cond("IP", {"fixedIp": "127.0.0.1", "invert": False})],
                     lambda: self.call(token=tok))
-        before = len(gm.Backend.seen)
+        before = len(gwtest.Backend.seen)
         self.assert_blocked(self.call(token=tok))
         # refused before the credential check: no token is 900805, not 900902
         self.assert_blocked(self.call())
         self.assert_blocked(self.call("/nosuchapi/1.0.0/x"))
         self.assert_blocked(self.call("/pizzashack/1.0.0/health"))
-        self.assertEqual(len(gm.Backend.seen), before)
+        self.assertEqual(len(gwtest.Backend.seen), before)
         # another address passes
         self.assert_backend(self.call(token=tok, v6=True))
         self.assert_fault(self.call(v6=True), 401, "900902")
@@ -251,9 +252,9 @@ http {
 
     def test_application(self):
         alice = self.token()
-        bob = self.token(client=gm.OTHER_KEY)
+        bob = self.token(client=gwtest.OTHER_KEY)
         self.blocks([cond("APPLICATION", "alice:App1")], lambda: self.call(token=alice))
-        self.assert_blocked(self.call(token=self.token(client=gm.SAND_KEY)))
+        self.assert_blocked(self.call(token=self.token(client=gwtest.SAND_KEY)))
         self.assert_backend(self.call(token=bob))
         # the owner may carry the tenant domain
         self.blocks([cond("APPLICATION", "bob@carbon.super:App2")],
@@ -331,7 +332,7 @@ class AllInOneBlockTest(unittest.TestCase):
         auth = {"Authorization": "Bearer " + token}
 
         def call():
-            return gp.get(self.gw_port, path, auth)
+            return gwtest.get(self.gw_port, path, auth)
 
         self.wait_status(call, 200, 15)
         c = self.srv.client()
@@ -375,7 +376,7 @@ class AllInOneBlockTest(unittest.TestCase):
         self.assertEqual(r.status, 201, r.text)
         cid = r.json["conditionId"]
         took["iprange added"], res = self.wait_status(
-            lambda: gp.get(self.gw_port, "/nope/v1/x"), 429)
+            lambda: gwtest.get(self.gw_port, "/nope/v1/x"), 429)
         self.assertEqual(res[1]["code"], "900805", res)
         r = c.delete(DENY1 + cid)
         self.assertIn(r.status, (200, 204), r.text)
@@ -385,7 +386,7 @@ class AllInOneBlockTest(unittest.TestCase):
 
 
 def get_from(source, port, path, headers=None):
-    """gp.get from the local address source: (status, JSON body or None)."""
+    """gwtest.get from the local address source: (status, JSON body or None)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10,
                                       source_address=(source, 0))
     try:
@@ -408,13 +409,13 @@ class TrustedProxyBlockTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        gp.skip_without_gateway()
+        gwtest.skip_without_gateway()
         cls.srv = apimtest.ApimServer(conf={"gateway": {"trusted_proxies": "127.0.0.1"}})
         cls.srv.prepare()
-        off = gp.gateway_offset()
+        off = gwtest.gateway_offset()
         cls.srv._write_conf(off)
         cls.srv.start()
-        cls.gw_port = gp.GW_HTTP + off
+        cls.gw_port = gwtest.GW_HTTP + off
 
     @classmethod
     def tearDownClass(cls):
@@ -435,7 +436,7 @@ class TrustedProxyBlockTest(unittest.TestCase):
         # anything but addresses and CIDR ranges is refused before nginx
         # sees it (the value becomes nginx.conf text)
         for bad in ("127.0.0.1; allow all", "10.0.0.0/33", "example.com"):
-            g = gp.GatewayProc({"gateway": {"trusted_proxies": bad}})
+            g = gwtest.GatewayProc({"gateway": {"trusted_proxies": bad}})
             self.addCleanup(g.close)
             r = apimtest.run_apimd(["--profile", "gateway", "--config", g.conf_path],
                                    timeout=30)

@@ -14,7 +14,6 @@ the Publisher on its backend.
 """
 
 import concurrent.futures
-import http.client
 import os
 import socket
 import subprocess
@@ -22,6 +21,7 @@ import tempfile
 import time
 import unittest
 
+import gwtest
 import test_gateway_module as gm
 import test_gateway_profile as gp
 import test_publisher as pt
@@ -49,23 +49,23 @@ class GatewayBurstModuleTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        if not gm.MODULE or not os.path.exists(gm.MODULE):
+        if not gwtest.MODULE or not os.path.exists(gwtest.MODULE):
             raise unittest.SkipTest("APIM_NGINX_MODULE not built")
-        if not os.path.exists(gm.NGINX):
+        if not os.path.exists(gwtest.NGINX):
             raise unittest.SkipTest("nginx not installed")
         cls.tmp = tempfile.mkdtemp(prefix="apim-gw-burst-")
         os.chmod(cls.tmp, 0o755)
-        cls.prod = gm.start_backend("production")
-        cls.sand = gm.start_backend("sandbox")
-        cls.key, cls.jwk = gm.rsa_jwk(cls.tmp)
-        cls.ec_key, cls.ec_jwk = gm.ec_jwk(cls.tmp, "gw-test-ec-key")
+        cls.prod = gwtest.start_backend("production")
+        cls.sand = gwtest.start_backend("sandbox")
+        cls.key, cls.jwk = gwtest.rsa_jwk(cls.tmp)
+        cls.ec_key, cls.ec_jwk = gwtest.ec_jwk(cls.tmp, "gw-test-ec-key")
         cls.snapshot_path = os.path.join(cls.tmp, "snapshot.json")
         snap = gm.GatewayModuleTest.base_snapshot.__func__(cls)
         # App1 -> PizzaShack 1.0.0 on Burst5 (5 per minute); App2 -> the
         # same API on Gold (no burst limit)
         snap["subscriptions"][0]["tier"] = "Burst5"
         snap["subscriptions"].append(
-            {"id": "s2", "apiId": gm.API_ID, "applicationId": gm.APP2_ID,
+            {"id": "s2", "apiId": gwtest.API_ID, "applicationId": gwtest.APP2_ID,
              "tier": "Gold", "status": "UNBLOCKED"})
         # an API with maxTps: 4 per minute in production, 2 per second in
         # sandbox
@@ -80,7 +80,7 @@ class GatewayBurstModuleTest(unittest.TestCase):
                             "authType": "Application & Application User",
                             "scopes": []}]})
         snap["subscriptions"].append(
-            {"id": "s4", "apiId": API3_ID, "applicationId": gm.APP_ID,
+            {"id": "s4", "apiId": API3_ID, "applicationId": gwtest.APP_ID,
              "tier": "Gold", "status": "UNBLOCKED"})
         snap["policies"] = [
             {"id": "p1", "level": "subscription", "name": "Burst5",
@@ -93,7 +93,7 @@ class GatewayBurstModuleTest(unittest.TestCase):
              "doc": {"burstLimit": {"rateLimitCount": 1,
                                     "rateLimitTimeUnit": "min"}}}]
         gm.GatewayModuleTest.write_snapshot.__func__(cls, snap)
-        cls.port = gm.free_port()
+        cls.port = gwtest.free_port()
         cls.start_nginx()
 
     @classmethod
@@ -131,9 +131,9 @@ http {
         }
     }
 }
-""" % {"module": gm.MODULE, "dir": cls.tmp, "port": cls.port})
+""" % {"module": gwtest.MODULE, "dir": cls.tmp, "port": cls.port})
         with open(os.path.join(cls.tmp, "stderr.log"), "w") as err:
-            cls.nginx = subprocess.Popen([gm.NGINX, "-c", conf, "-p", cls.tmp + "/"],
+            cls.nginx = subprocess.Popen([gwtest.NGINX, "-c", conf, "-p", cls.tmp + "/"],
                                          stdout=subprocess.DEVNULL, stderr=err)
         deadline = time.time() + 10
         while time.time() < deadline:
@@ -169,25 +169,25 @@ http {
     def test_burst_limit_holds_across_workers(self):
         tok = self.token()
         wait_minute_start()
-        before = len(gm.Backend.seen)
+        before = len(gwtest.Backend.seen)
         res = self.many("/pizzashack/1.0.0/menu", tok, 40)
         ok = [r for r in res if r[0] == 200]
         refused = [r for r in res if r[0] != 200]
         self.assertEqual(len(ok), 5, [r[0] for r in res])
-        self.assertEqual(len(gm.Backend.seen) - before, 5)
+        self.assertEqual(len(gwtest.Backend.seen) - before, 5)
         for r in refused:
             doc = self.assert_fault(r, 429, "900807")
             self.assertEqual(doc["message"], "Message throttled out")
             retry = int(r[1]["retry-after"])
             self.assertTrue(1 <= retry <= 60, retry)
         # both workers answered this subscription's calls
-        self.assertEqual(len(self.pids_of(gm.APP_ID, gm.API_ID)), 2,
+        self.assertEqual(len(self.pids_of(gwtest.APP_ID, gwtest.API_ID)), 2,
                          self.read_log("access.log"))
         # the same subscription through the sandbox key: the same count
         self.assert_fault(self.call("GET", "/pizzashack/1.0.0/menu",
-                                    self.token(client=gm.SAND_KEY)), 429, "900807")
+                                    self.token(client=gwtest.SAND_KEY)), 429, "900807")
         # another subscription on a tier without a burst limit
-        res = self.many("/pizzashack/1.0.0/menu", self.token(client=gm.OTHER_KEY), 12)
+        res = self.many("/pizzashack/1.0.0/menu", self.token(client=gwtest.OTHER_KEY), 12)
         self.assertEqual([r[0] for r in res], [200] * 12)
 
     def test_max_tps_per_key_type(self):
@@ -199,9 +199,9 @@ http {
         for r in res:
             if r[0] != 200:
                 self.assert_fault(r, 503, "900801")
-        self.assertEqual(len(self.pids_of(gm.APP_ID, API3_ID)), 2)
+        self.assertEqual(len(self.pids_of(gwtest.APP_ID, API3_ID)), 2)
         # the sandbox has its own limit: 2 per second
-        sand = self.token(client=gm.SAND_KEY)
+        sand = self.token(client=gwtest.SAND_KEY)
         res = self.many("/slow/v1/x", sand, 12, parallel=12)
         codes = [r[0] for r in res]
         self.assertIn(200, codes)
@@ -243,27 +243,27 @@ class AllInOneBurstTest(unittest.TestCase):
         r = c.post(pt.APIS + "/%s/revisions" % api["id"], json={"description": "r1"})
         self.assertEqual(r.status, 201, r)
         r = c.post(pt.APIS + "/%s/deploy-revision" % api["id"],
-                   query={"revisionId": r.json["id"]}, json=gp.DEFAULT_ENV)
+                   query={"revisionId": r.json["id"]}, json=gwtest.DEFAULT_ENV)
         self.assertEqual(r.status, 201, r)
         r = c.post(pt.PUB + "/apis/change-lifecycle",
                    query={"apiId": api["id"], "action": "Publish"})
         self.assertEqual(r.status, 200, r)
-        r = c.post(gp.DP + "/applications", json={"name": pt.uniq("BurstApp"),
+        r = c.post(gwtest.DP + "/applications", json={"name": pt.uniq("BurstApp"),
                                                   "throttlingPolicy": "Unlimited"})
         self.assertEqual(r.status, 201, r)
         app = r.json
-        r = c.post(gp.DP + "/subscriptions", json={"applicationId": app["applicationId"],
+        r = c.post(gwtest.DP + "/subscriptions", json={"applicationId": app["applicationId"],
                                                    "apiId": api["id"],
                                                    "throttlingPolicy": tier})
         self.assertEqual(r.status, 201, r.text)
-        r = c.post(gp.DP + "/applications/%s/generate-keys" % app["applicationId"], json={
+        r = c.post(gwtest.DP + "/applications/%s/generate-keys" % app["applicationId"], json={
             "keyType": "PRODUCTION", "grantTypesToBeSupported": ["client_credentials"],
             "callbackUrl": "", "scopes": [], "validityTime": 3600})
         self.assertEqual(r.status, 200, r)
         keys = r.json
         r = self.srv.client(None).post(
-            "/oauth2/token", data="grant_type=client_credentials", content_type=gp.FORM,
-            headers={"Authorization": gp.basic(keys["consumerKey"],
+            "/oauth2/token", data="grant_type=client_credentials", content_type=gwtest.FORM,
+            headers={"Authorization": gwtest.basic(keys["consumerKey"],
                                                keys["consumerSecret"])})
         self.assertEqual(r.status, 200, r)
         return name, {"Authorization": "Bearer " + r.json["access_token"]}
@@ -272,12 +272,12 @@ class AllInOneBurstTest(unittest.TestCase):
         name, auth = self.deploy("Unlimited", maxTps={"production": 2,
                                                       "productionTimeUnit": "MINUTE"})
         path = "/%s/1.0.0/items" % name.lower()
-        self.assertTrue(gp.wait_for(lambda: gp.get(self.gw_port, path, auth)[0] == 200,
+        self.assertTrue(gwtest.wait_for(lambda: gwtest.get(self.gw_port, path, auth)[0] == 200,
                                     15, 0.1))
         left = 2 if wait_minute_start() else 1
-        codes = [gp.get(self.gw_port, path, auth)[0] for _ in range(4)]
+        codes = [gwtest.get(self.gw_port, path, auth)[0] for _ in range(4)]
         self.assertEqual(codes, [200] * left + [503] * (4 - left))
-        status, js, body = gp.get(self.gw_port, path, auth)
+        status, js, body = gwtest.get(self.gw_port, path, auth)
         self.assertEqual(js["code"], "900801", body)
 
     def test_subscription_burst_limit_from_the_admin_api(self):
@@ -296,12 +296,12 @@ class AllInOneBurstTest(unittest.TestCase):
         path = "/%s/1.0.0/items" % name.lower()
 
         # the first call that passes is counted, unless a new minute began
-        self.assertTrue(gp.wait_for(lambda: gp.get(self.gw_port, path, auth)[0] == 200,
+        self.assertTrue(gwtest.wait_for(lambda: gwtest.get(self.gw_port, path, auth)[0] == 200,
                                     15, 0.1))
         left = 3 if wait_minute_start() else 2
-        codes = [gp.get(self.gw_port, path, auth)[0] for _ in range(6)]
+        codes = [gwtest.get(self.gw_port, path, auth)[0] for _ in range(6)]
         self.assertEqual(codes, [200] * left + [429] * (6 - left))
-        status, js, body = gp.get(self.gw_port, path, auth)
+        status, js, body = gwtest.get(self.gw_port, path, auth)
         self.assertEqual(js["code"], "900807", body)
 
 

@@ -30,15 +30,12 @@ import time
 import unittest
 
 import apimtest
-import test_events as te
-import test_gateway_module as gm
-import test_gateway_profile as gp
+import gwtest
 import test_gateway_throttle as gt
 import test_publisher as pt
-import test_traffic_manager as tm_test
 
-MODULE = gm.MODULE
-NGINX = gm.NGINX
+MODULE = gwtest.MODULE
+NGINX = gwtest.NGINX
 APP2_ID = "22222222-bbbb-4bbb-8bbb-000000000002"
 APP2_KEY = "app2ConsumerKey0001"
 BODY = 2000            # bytes of every backend response
@@ -112,11 +109,11 @@ class LocalCustomTest(unittest.TestCase):
             raise unittest.SkipTest("APIM_NGINX_MODULE not built")
         if not os.path.exists(NGINX):
             raise unittest.SkipTest("nginx not installed")
-        gt.avoid_window_end()
+        gwtest.avoid_window_end()
         cls.tmp = tempfile.mkdtemp(prefix="apim-gw-custom-")
         os.chmod(cls.tmp, 0o755)
         cls.backend = start_backend()
-        cls.key, cls.jwk = gm.rsa_jwk(cls.tmp)
+        cls.key, cls.jwk = gwtest.rsa_jwk(cls.tmp)
         ec = {"endpoint_type": "http",
               "production_endpoints": {
                   "url": "http://127.0.0.1:%d/be" % cls.backend.server_port}}
@@ -137,7 +134,7 @@ class LocalCustomTest(unittest.TestCase):
         tiers = {1: "Unlimited", 2: "Unlimited", 3: "Unlimited", 4: "Bw10KB", 5: "Unlimited"}
         subs = []
         for i, a in enumerate(apis, 1):
-            subs.append({"id": "s%d" % i, "apiId": a["id"], "applicationId": gm.APP_ID,
+            subs.append({"id": "s%d" % i, "apiId": a["id"], "applicationId": gwtest.APP_ID,
                          "tier": tiers[i], "status": "UNBLOCKED"})
             subs.append({"id": "t%d" % i, "apiId": a["id"], "applicationId": APP2_ID,
                          "tier": "Unlimited", "status": "UNBLOCKED"})
@@ -159,10 +156,10 @@ class LocalCustomTest(unittest.TestCase):
             "seq": 1,
             "apis": apis,
             "applications": [
-                {"id": gm.APP_ID, "name": "App1", "owner": "alice", "tier": "Unlimited"},
+                {"id": gwtest.APP_ID, "name": "App1", "owner": "alice", "tier": "Unlimited"},
                 {"id": APP2_ID, "name": "App2", "owner": "bob", "tier": "Unlimited"}],
             "keyMappings": [
-                {"applicationId": gm.APP_ID, "consumerKey": gm.PROD_KEY,
+                {"applicationId": gwtest.APP_ID, "consumerKey": gwtest.PROD_KEY,
                  "keyType": "PRODUCTION"},
                 {"applicationId": APP2_ID, "consumerKey": APP2_KEY, "keyType": "PRODUCTION"}],
             "subscriptions": subs,
@@ -178,16 +175,16 @@ class LocalCustomTest(unittest.TestCase):
                        "$apiContext:$apiVersion"),
                 bandwidth("subscription", "Bw10KB", 10),
                 bandwidth("advanced", "AdvBw", 5),
-                gt.policy("subscription", "Unlimited", 2147483647),
-                gt.policy("application", "Unlimited", 2147483647),
-                gt.policy("advanced", "Unlimited", 2147483647)],
+                gwtest.policy("subscription", "Unlimited", 2147483647),
+                gwtest.policy("application", "Unlimited", 2147483647),
+                gwtest.policy("advanced", "Unlimited", 2147483647)],
             "revokedJwts": [],
-            "keyManagers": [{"name": "Resident Key Manager", "issuer": gm.ISSUER,
+            "keyManagers": [{"name": "Resident Key Manager", "issuer": gwtest.ISSUER,
                              "jwks": {"keys": [cls.jwk]}}],
         }
         with open(os.path.join(cls.tmp, "snapshot.json"), "w") as f:
             json.dump(snap, f)
-        cls.port = gm.free_port()
+        cls.port = gwtest.free_port()
         conf = os.path.join(cls.tmp, "nginx.conf")
         with open(conf, "w") as f:
             f.write("""
@@ -218,13 +215,13 @@ http {
         with open(os.path.join(cls.tmp, "stderr.log"), "w") as err:
             cls.nginx = subprocess.Popen([NGINX, "-c", conf, "-p", cls.tmp + "/"],
                                          stdout=subprocess.DEVNULL, stderr=err)
-        ok = gt.wait_for(lambda: cls.nginx.poll() is not None or gt.gm_port_open(cls.port))
+        ok = gwtest.wait_for(lambda: cls.nginx.poll() is not None or gwtest.port_open(cls.port))
         if cls.nginx.poll() is not None or not ok:
             raise RuntimeError("nginx did not start")
-        cls.alice = gt.LocalLimitsTest.token.__func__(cls, gm.PROD_KEY, "alice")
+        cls.alice = gt.LocalLimitsTest.token.__func__(cls, gwtest.PROD_KEY, "alice")
         cls.bob = gt.LocalLimitsTest.token.__func__(cls, APP2_KEY, "bob")
         cls.carol = gt.LocalLimitsTest.token.__func__(cls, APP2_KEY, "carol")
-        cls.dave = gt.LocalLimitsTest.token.__func__(cls, gm.PROD_KEY, "dave")
+        cls.dave = gt.LocalLimitsTest.token.__func__(cls, gwtest.PROD_KEY, "dave")
 
     @classmethod
     def tearDownClass(cls):
@@ -293,12 +290,12 @@ class ClusterCustomTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        if not te.HAVE_NATS:
+        if not gwtest.HAVE_NATS:
             raise unittest.SkipTest("nats-server not installed")
-        gp.skip_without_gateway()
-        gt.avoid_window_end()
-        cls.nats = te.NatsServer().start()
-        cls.bus = tm_test.Nats(cls.nats.port)
+        gwtest.skip_without_gateway()
+        gwtest.avoid_window_end()
+        cls.nats = gwtest.NatsServer().start()
+        cls.bus = gwtest.Nats(cls.nats.port)
         cls.cp = apimtest.ApimServer(profile="control-plane", conf={
             "event_hub": {"url": cls.nats.url}, "gateway": {"credential": CRED}})
         cls.cp.start()
@@ -328,12 +325,12 @@ class ClusterCustomTest(unittest.TestCase):
             assert r.json["isDeployed"] is True, r.text
             cls.custom[name] = r.json["policyId"]
         cls.tm = gt.ClusterTest.start_tm.__func__(cls)
-        cls.gw = gp.GatewayProc({
+        cls.gw = gwtest.GatewayProc({
             "event_hub": {"url": cls.nats.url},
             "gateway": {"control_plane_url": cls.cp.base_url, "credential": CRED}}).start()
         for name, _ in cls.apis:
             path = "/%s/1.0.0/items" % name.lower()
-            ok = gt.wait_for(lambda: gt.call(cls.gw.port, path, "not-a-token")[0] == 401,
+            ok = gwtest.wait_for(lambda: gwtest.call(cls.gw.port, path, "not-a-token")[0] == 401,
                              20, 0.1)
             assert ok, "the gateway does not serve the API"
 
@@ -347,7 +344,7 @@ class ClusterCustomTest(unittest.TestCase):
         r = c.post(pt.APIS + "/%s/revisions" % api["id"], json={"description": "r1"})
         assert r.status == 201, r.text
         r = c.post(pt.APIS + "/%s/deploy-revision" % api["id"],
-                   query={"revisionId": r.json["id"]}, json=gp.DEFAULT_ENV)
+                   query={"revisionId": r.json["id"]}, json=gwtest.DEFAULT_ENV)
         assert r.status == 201, r.text
         r = c.post(pt.PUB + "/apis/change-lifecycle",
                    query={"apiId": api["id"], "action": "Publish"})
@@ -356,23 +353,23 @@ class ClusterCustomTest(unittest.TestCase):
 
     @classmethod
     def subscribed_token(cls, c, tier="Unlimited"):
-        r = c.post(gp.DP + "/applications", json={"name": pt.uniq("CustApp"),
+        r = c.post(gwtest.DP + "/applications", json={"name": pt.uniq("CustApp"),
                                                   "throttlingPolicy": "Unlimited"})
         assert r.status == 201, r.text
         app = r.json
         for _, api_id in cls.apis:
-            r = c.post(gp.DP + "/subscriptions", json={"applicationId": app["applicationId"],
+            r = c.post(gwtest.DP + "/subscriptions", json={"applicationId": app["applicationId"],
                                                        "apiId": api_id,
                                                        "throttlingPolicy": tier})
             assert r.status == 201, r.text
-        r = c.post(gp.DP + "/applications/%s/generate-keys" % app["applicationId"], json={
+        r = c.post(gwtest.DP + "/applications/%s/generate-keys" % app["applicationId"], json={
             "keyType": "PRODUCTION", "grantTypesToBeSupported": ["client_credentials"],
             "callbackUrl": "", "scopes": [], "validityTime": 3600})
         assert r.status == 200, r.text
         keys = r.json
         r = cls.cp.client(None).post(
-            "/oauth2/token", data="grant_type=client_credentials", content_type=gp.FORM,
-            headers={"Authorization": gp.basic(keys["consumerKey"], keys["consumerSecret"])})
+            "/oauth2/token", data="grant_type=client_credentials", content_type=gwtest.FORM,
+            headers={"Authorization": gwtest.basic(keys["consumerKey"], keys["consumerSecret"])})
         assert r.status == 200, r.text
         return r.json["access_token"]
 
@@ -414,7 +411,7 @@ class ClusterCustomTest(unittest.TestCase):
             self.assertGreaterEqual(int(headers["retry-after"]), 1)
 
     def lifted(self, path, token):
-        return gt.wait_for(lambda: request(self.gw.port, "GET", path, token)[0] == 200,
+        return gwtest.wait_for(lambda: request(self.gw.port, "GET", path, token)[0] == 200,
                            15, 0.2)
 
     def test_custom_policy_user_disabled_and_deleted(self):
@@ -452,7 +449,7 @@ class ClusterCustomTest(unittest.TestCase):
             "policyName": "OnlyAlice", "keyTemplate": "$userId", "isDeployed": True,
             "siddhiQuery": siddhi("( userId == 'alice@carbon.super' )", 3)})
         self.assertEqual(r.status, 200, r.text)
-        self.assertTrue(gt.wait_for(
+        self.assertTrue(gwtest.wait_for(
             lambda: request(self.gw.port, "GET", self.path(0), alice)[0] == 429, 15, 0.1))
         r = self.cp.client().delete(CUSTOM + "/" + pid)
         self.assertEqual(r.status, 200, r.text)
@@ -520,7 +517,7 @@ class ClusterCustomTest(unittest.TestCase):
             return max([q["count"] for m in self.bus.since(0, "apim.throttle.usage")
                         for q in m.get("quota", []) if q["policy"] == "Bw10KBPerHour"],
                        default=0)
-        self.assertTrue(gt.wait_for(lambda: counted() == 6 * BODY, 5), counted())
+        self.assertTrue(gwtest.wait_for(lambda: counted() == 6 * BODY, 5), counted())
 
 
 if __name__ == "__main__":

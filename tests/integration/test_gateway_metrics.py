@@ -31,14 +31,12 @@ import time
 import unittest
 
 import apimtest
-import test_events as te
-import test_gateway_module as gm
-import test_gateway_profile as gp
+import gwtest
 import test_gateway_throttle as gt
 import test_publisher as pt
 
-MODULE = gm.MODULE
-NGINX = gm.NGINX
+MODULE = gwtest.MODULE
+NGINX = gwtest.NGINX
 CRED = gt.CRED
 
 
@@ -89,8 +87,8 @@ class ModuleMetricsTest(unittest.TestCase):
             raise unittest.SkipTest("nginx not installed")
         cls.tmp = tempfile.mkdtemp(prefix="apim-gw-metrics-")
         os.chmod(cls.tmp, 0o755)
-        cls.backend = gm.start_backend("live")
-        closed = gm.free_port()     # nothing listens there
+        cls.backend = gwtest.start_backend("live")
+        closed = gwtest.free_port()     # nothing listens there
         live = "http://127.0.0.1:%d/svc" % cls.backend.server_port
         dead = "http://127.0.0.1:%d/svc" % closed
         apis = [
@@ -108,7 +106,7 @@ class ModuleMetricsTest(unittest.TestCase):
         with open(os.path.join(cls.tmp, "snapshot.json"), "w") as f:
             json.dump({"seq": 7, "apis": apis, "applications": [], "keyMappings": [],
                        "subscriptions": [], "revokedJwts": [], "keyManagers": []}, f)
-        cls.port = gm.free_port()
+        cls.port = gwtest.free_port()
         conf = os.path.join(cls.tmp, "nginx.conf")
         with open(conf, "w") as f:
             f.write("""
@@ -168,7 +166,7 @@ http {
             except OSError:
                 time.sleep(0.05)
         # both workers reported (their slots are claimed at start)
-        ok = gt.wait_for(lambda: scrape(cls.port)[1].get("apim_gateway_workers") == 2, 10)
+        ok = gwtest.wait_for(lambda: scrape(cls.port)[1].get("apim_gateway_workers") == 2, 10)
         assert ok, scrape(cls.port)[2]
 
     @classmethod
@@ -265,12 +263,12 @@ class ClusterMetricsTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        gp.skip_without_gateway()
-        if not te.HAVE_NATS:
+        gwtest.skip_without_gateway()
+        if not gwtest.HAVE_NATS:
             raise unittest.SkipTest("nats-server not installed")
-        gt.avoid_window_end()
+        gwtest.avoid_window_end()
         cls.gws = []
-        cls.nats = te.NatsServer().start()
+        cls.nats = gwtest.NatsServer().start()
         cls.cp = apimtest.ApimServer(profile="control-plane", conf={
             "event_hub": {"url": cls.nats.url}, "gateway": {"credential": CRED}})
         cls.cp.start()
@@ -280,7 +278,7 @@ class ClusterMetricsTest(unittest.TestCase):
                 "type": "REQUESTCOUNTLIMIT",
                 "requestCount": {"requestCount": 1000, "timeUnit": "hour", "unitTime": 1}}})
         assert r.status == 201, r.text
-        cls.backend = gm.start_backend("production")
+        cls.backend = gwtest.start_backend("production")
         cls.name = pt.uniq("MetApi")
         a = pt.create_api(unittest.TestCase(), c, name=cls.name,
                           policies=["Met1000PerHour"],
@@ -290,7 +288,7 @@ class ClusterMetricsTest(unittest.TestCase):
         r = c.post(pt.APIS + "/%s/revisions" % a["id"], json={"description": "r1"})
         assert r.status == 201, r.text
         r = c.post(pt.APIS + "/%s/deploy-revision" % a["id"],
-                   query={"revisionId": r.json["id"]}, json=gp.DEFAULT_ENV)
+                   query={"revisionId": r.json["id"]}, json=gwtest.DEFAULT_ENV)
         assert r.status == 201, r.text
         r = c.post(pt.PUB + "/apis/change-lifecycle",
                    query={"apiId": a["id"], "action": "Publish"})
@@ -300,10 +298,10 @@ class ClusterMetricsTest(unittest.TestCase):
         cls.tm = gt.ClusterTest.start_tm.__func__(cls)
         extra = {"event_hub": {"url": cls.nats.url},
                  "gateway": {"control_plane_url": cls.cp.base_url, "credential": CRED}}
-        cls.gw = gp.GatewayProc(extra).start()
+        cls.gw = gwtest.GatewayProc(extra).start()
         cls.gws.append(cls.gw)
         cls.path = "/%s/1.0.0/items" % cls.name.lower()
-        ok = gt.wait_for(lambda: gt.call(cls.gw.port, cls.path, "not-a-token")[0] == 401,
+        ok = gwtest.wait_for(lambda: gwtest.call(cls.gw.port, cls.path, "not-a-token")[0] == 401,
                          20, 0.1)
         assert ok, "the gateway does not serve the API"
 
@@ -337,10 +335,10 @@ class ClusterMetricsTest(unittest.TestCase):
 
     def test_1_calls_and_feed(self):
         before = self.metrics()
-        status, js, _ = gt.call(self.gw.port, self.path, "not-a-token")
+        status, js, _ = gwtest.call(self.gw.port, self.path, "not-a-token")
         self.assertEqual((status, js["code"]), (401, "900901"))
         for _ in range(3):
-            self.assertEqual(gt.call(self.gw.port, self.path, self.token)[0], 200)
+            self.assertEqual(gwtest.call(self.gw.port, self.path, self.token)[0], 200)
         after = self.metrics()
         self.assertEqual(after[fault("900901")] - before[fault("900901")], 1)
         self.assertEqual(after[PROXIED] - before[PROXIED], 3)
@@ -348,34 +346,34 @@ class ClusterMetricsTest(unittest.TestCase):
         # the control plane heard from within its sequence poll
         self.assertGreaterEqual(after["apim_gateway_full_syncs_total"], 1)
         # (each worker copies its sequence a few times a second)
-        self.assertTrue(gt.wait_for(
+        self.assertTrue(gwtest.wait_for(
             lambda: self.metrics()["apim_gateway_snapshot_seq_min"] > 0, 5), self.metrics())
         after = self.metrics()
         self.assertEqual(after["apim_gateway_event_hub_connected"], 1)
         self.assertLess(after["apim_gateway_control_plane_sync_age_seconds"], 10)
         # the calls went out in usage events
-        self.assertTrue(gt.wait_for(
+        self.assertTrue(gwtest.wait_for(
             lambda: self.metrics()['apim_gateway_usage_windows_total{result="published"}']
             > before['apim_gateway_usage_windows_total{result="published"}'], 5))
         # a change on the control plane arrives as a delta
         c = self.cp.client()
-        r = c.post(gp.DP + "/applications", json={"name": pt.uniq("MetApp"),
+        r = c.post(gwtest.DP + "/applications", json={"name": pt.uniq("MetApp"),
                                                   "throttlingPolicy": "Unlimited"})
         self.assertEqual(r.status, 201, r.text)
-        self.assertTrue(gt.wait_for(lambda: self.metrics()["apim_gateway_deltas_applied_total"]
+        self.assertTrue(gwtest.wait_for(lambda: self.metrics()["apim_gateway_deltas_applied_total"]
                                     > after["apim_gateway_deltas_applied_total"], 10),
                         self.metrics())
-        self.assertTrue(gt.wait_for(lambda: self.metrics()["apim_gateway_snapshot_seq_min"]
+        self.assertTrue(gwtest.wait_for(lambda: self.metrics()["apim_gateway_snapshot_seq_min"]
                                     > after["apim_gateway_snapshot_seq_min"], 5),
                         self.metrics())
 
     def test_2_fallback_gauge_follows_the_traffic_manager(self):
-        self.assertTrue(gt.wait_for(
+        self.assertTrue(gwtest.wait_for(
             lambda: self.metrics()["apim_gateway_throttle_fallback"] == 0, 10),
             self.metrics())
         before = self.metrics()["apim_gateway_throttle_fallbacks_total"]
         type(self).tm._kill()   # SIGKILL: no clean shutdown
-        self.assertTrue(gt.wait_for(
+        self.assertTrue(gwtest.wait_for(
             lambda: self.metrics()["apim_gateway_throttle_fallback"] == 1, 10),
             self.metrics())
         self.assertEqual(self.metrics()["apim_gateway_throttle_fallbacks_total"], before + 1)
@@ -384,7 +382,7 @@ class ClusterMetricsTest(unittest.TestCase):
             self.assertIn("no Traffic Manager heard", f.read())
         # a Traffic Manager again: back to 0
         type(self).tm = gt.ClusterTest.start_tm.__func__(type(self))
-        self.assertTrue(gt.wait_for(
+        self.assertTrue(gwtest.wait_for(
             lambda: self.metrics()["apim_gateway_throttle_fallback"] == 0, 10),
             self.metrics())
         self.assertEqual(self.metrics()["apim_gateway_throttle_fallbacks_total"], before + 1)
@@ -393,7 +391,7 @@ class ClusterMetricsTest(unittest.TestCase):
         extra = {"event_hub": {"url": self.nats.url},
                  "gateway": {"control_plane_url": self.cp.base_url, "credential": CRED,
                              "metrics_allow": "10.9.8.0/24"}}
-        g = gp.GatewayProc(extra).start()
+        g = gwtest.GatewayProc(extra).start()
         self.gws.append(g)
         with open(os.path.join(g.home, "gateway", "nginx.conf")) as f:
             self.assertIn("allow 10.9.8.0/24;", f.read())

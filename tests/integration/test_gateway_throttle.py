@@ -32,14 +32,11 @@ import time
 import unittest
 
 import apimtest
-import test_events as te
-import test_gateway_module as gm
-import test_gateway_profile as gp
+import gwtest
 import test_publisher as pt
-import test_traffic_manager as tm_test
 
-MODULE = gm.MODULE
-NGINX = gm.NGINX
+MODULE = gwtest.MODULE
+NGINX = gwtest.NGINX
 HOUR_MS = 3600 * 1000
 APP2_ID = "22222222-bbbb-4bbb-8bbb-000000000002"
 APP2_KEY = "app2ConsumerKey0001"
@@ -97,8 +94,8 @@ class LocalLimitsTest(unittest.TestCase):
         avoid_window_end()
         cls.tmp = tempfile.mkdtemp(prefix="apim-gw-throttle-")
         os.chmod(cls.tmp, 0o755)
-        cls.backend = gm.start_backend("production")
-        cls.key, cls.jwk = gm.rsa_jwk(cls.tmp)
+        cls.backend = gwtest.start_backend("production")
+        cls.key, cls.jwk = gwtest.rsa_jwk(cls.tmp)
         ec = {"endpoint_type": "http",
               "production_endpoints": {
                   "url": "http://127.0.0.1:%d/be" % cls.backend.server_port}}
@@ -170,7 +167,7 @@ class LocalLimitsTest(unittest.TestCase):
                   jwt("http://wso2.org/claims/subscriber", "mallory"))])
         subs = []
         for i, a in enumerate(apis, 1):
-            subs.append({"id": "s%d" % i, "apiId": a["id"], "applicationId": gm.APP_ID,
+            subs.append({"id": "s%d" % i, "apiId": a["id"], "applicationId": gwtest.APP_ID,
                          "tier": tiers[i], "status": "UNBLOCKED"})
         subs.append({"id": "s2-4", "apiId": apis[3]["id"], "applicationId": APP2_ID,
                      "tier": "Unlimited", "status": "UNBLOCKED"})
@@ -178,10 +175,10 @@ class LocalLimitsTest(unittest.TestCase):
             "seq": 1,
             "apis": apis,
             "applications": [
-                {"id": gm.APP_ID, "name": "App1", "owner": "alice", "tier": "Unlimited"},
+                {"id": gwtest.APP_ID, "name": "App1", "owner": "alice", "tier": "Unlimited"},
                 {"id": APP2_ID, "name": "App2", "owner": "bob", "tier": "App6"}],
             "keyMappings": [
-                {"applicationId": gm.APP_ID, "consumerKey": gm.PROD_KEY,
+                {"applicationId": gwtest.APP_ID, "consumerKey": gwtest.PROD_KEY,
                  "keyType": "PRODUCTION"},
                 {"applicationId": APP2_ID, "consumerKey": APP2_KEY, "keyType": "PRODUCTION"}],
             "subscriptions": subs,
@@ -196,12 +193,12 @@ class LocalLimitsTest(unittest.TestCase):
                 policy("application", "Unlimited", 2147483647),
                 policy("advanced", "Unlimited", 2147483647)],
             "revokedJwts": [],
-            "keyManagers": [{"name": "Resident Key Manager", "issuer": gm.ISSUER,
+            "keyManagers": [{"name": "Resident Key Manager", "issuer": gwtest.ISSUER,
                              "jwks": {"keys": [cls.jwk]}}],
         }
         with open(os.path.join(cls.tmp, "snapshot.json"), "w") as f:
             json.dump(snap, f)
-        cls.port = gm.free_port()
+        cls.port = gwtest.free_port()
         conf = os.path.join(cls.tmp, "nginx.conf")
         with open(conf, "w") as f:
             f.write("""
@@ -236,7 +233,7 @@ http {
         ok = wait_for(lambda: cls.nginx.poll() is not None or gm_port_open(cls.port))
         if cls.nginx.poll() is not None or not ok:
             raise RuntimeError("nginx did not start")
-        cls.tok1 = cls.token(gm.PROD_KEY, "alice")
+        cls.tok1 = cls.token(gwtest.PROD_KEY, "alice")
         cls.tok2 = cls.token(APP2_KEY, "bob")
         cls.tok2b = cls.token(APP2_KEY, "carol")
 
@@ -258,16 +255,16 @@ http {
     @classmethod
     def token(cls, client, sub):
         now = int(time.time())
-        header = {"alg": "RS256", "typ": "JWT", "kid": gm.KID}
-        claims = {"iss": gm.ISSUER, "sub": sub, "azp": client, "client_id": client,
+        header = {"alg": "RS256", "typ": "JWT", "kid": gwtest.KID}
+        claims = {"iss": gwtest.ISSUER, "sub": sub, "azp": client, "client_id": client,
                   "scope": "default", "iat": now, "exp": now + 3600,
                   "jti": "thr-%s-%s" % (sub, now)}
-        signing_input = (gm.b64url(json.dumps(header).encode()) + "." +
-                         gm.b64url(json.dumps(claims).encode()))
+        signing_input = (gwtest.b64url(json.dumps(header).encode()) + "." +
+                         gwtest.b64url(json.dumps(claims).encode()))
         sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", cls.key],
                              input=signing_input.encode(), check=True,
                              capture_output=True).stdout
-        return signing_input + "." + gm.b64url(sig)
+        return signing_input + "." + gwtest.b64url(sig)
 
     def run_until_refused(self, path, token, n):
         """n calls: the statuses, and the first refusal (status, body, headers)."""
@@ -393,17 +390,17 @@ SUB_POLICIES = "/api/am/admin/v4/throttling/policies/subscription"
 LIMIT = 20
 
 
-@unittest.skipUnless(te.HAVE_NATS, "nats-server not installed")
+@unittest.skipUnless(gwtest.HAVE_NATS, "nats-server not installed")
 class ClusterTest(unittest.TestCase):
     """Tests run in order (test_1..., test_2...): the last kills the
     Traffic Manager."""
 
     @classmethod
     def setUpClass(cls):
-        gp.skip_without_gateway()
+        gwtest.skip_without_gateway()
         avoid_window_end()
-        cls.nats = te.NatsServer().start()
-        cls.bus = tm_test.Nats(cls.nats.port)
+        cls.nats = gwtest.NatsServer().start()
+        cls.bus = gwtest.Nats(cls.nats.port)
         cls.cp = apimtest.ApimServer(profile="control-plane", conf={
             "event_hub": {"url": cls.nats.url}, "gateway": {"credential": CRED}})
         cls.cp.start()
@@ -418,7 +415,7 @@ class ClusterTest(unittest.TestCase):
                 "type": "REQUESTCOUNTLIMIT",
                 "requestCount": {"requestCount": 4, "timeUnit": "hour", "unitTime": 1}}})
         assert r.status == 201, r.text
-        cls.backend = gm.start_backend("production")
+        cls.backend = gwtest.start_backend("production")
         cls.name = pt.uniq("ThrApi")
         api = pt.create_api(unittest.TestCase(), c, name=cls.name, policies=["Thr20PerHour", "Thr4Soft", "Unlimited"],
                             endpointConfig={"endpoint_type": "http", "production_endpoints": {
@@ -427,7 +424,7 @@ class ClusterTest(unittest.TestCase):
         r = c.post(pt.APIS + "/%s/revisions" % api["id"], json={"description": "r1"})
         assert r.status == 201, r.text
         r = c.post(pt.APIS + "/%s/deploy-revision" % api["id"],
-                   query={"revisionId": r.json["id"]}, json=gp.DEFAULT_ENV)
+                   query={"revisionId": r.json["id"]}, json=gwtest.DEFAULT_ENV)
         assert r.status == 201, r.text
         r = c.post(pt.PUB + "/apis/change-lifecycle",
                    query={"apiId": api["id"], "action": "Publish"})
@@ -437,7 +434,7 @@ class ClusterTest(unittest.TestCase):
         cls.tm = cls.start_tm()
         extra = {"event_hub": {"url": cls.nats.url},
                  "gateway": {"control_plane_url": cls.cp.base_url, "credential": CRED}}
-        cls.gws = [gp.GatewayProc(extra).start(), gp.GatewayProc(extra).start()]
+        cls.gws = [gwtest.GatewayProc(extra).start(), gwtest.GatewayProc(extra).start()]
         cls.path = "/%s/1.0.0/items" % cls.name.lower()
         # both gateways serve the API (a bad token: nothing counted)
         for g in cls.gws:
@@ -446,22 +443,22 @@ class ClusterTest(unittest.TestCase):
 
     @classmethod
     def subscribed_app(cls, c, tier="Thr20PerHour"):
-        r = c.post(gp.DP + "/applications", json={"name": pt.uniq("ThrApp"),
+        r = c.post(gwtest.DP + "/applications", json={"name": pt.uniq("ThrApp"),
                                                   "throttlingPolicy": "Unlimited"})
         assert r.status == 201, r.text
         app = r.json
-        r = c.post(gp.DP + "/subscriptions", json={"applicationId": app["applicationId"],
+        r = c.post(gwtest.DP + "/subscriptions", json={"applicationId": app["applicationId"],
                                                    "apiId": cls.api_id,
                                                    "throttlingPolicy": tier})
         assert r.status == 201, r.text
-        r = c.post(gp.DP + "/applications/%s/generate-keys" % app["applicationId"], json={
+        r = c.post(gwtest.DP + "/applications/%s/generate-keys" % app["applicationId"], json={
             "keyType": "PRODUCTION", "grantTypesToBeSupported": ["client_credentials"],
             "callbackUrl": "", "scopes": [], "validityTime": 3600})
         assert r.status == 200, r.text
         keys = r.json
         r = cls.cp.client(None).post(
-            "/oauth2/token", data="grant_type=client_credentials", content_type=gp.FORM,
-            headers={"Authorization": gp.basic(keys["consumerKey"], keys["consumerSecret"])})
+            "/oauth2/token", data="grant_type=client_credentials", content_type=gwtest.FORM,
+            headers={"Authorization": gwtest.basic(keys["consumerKey"], keys["consumerSecret"])})
         assert r.status == 200, r.text
         return app["applicationId"], r.json["access_token"]
 

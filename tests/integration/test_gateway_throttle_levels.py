@@ -25,12 +25,10 @@ import time
 import unittest
 
 import apimtest
-import test_events as te
+import gwtest
 import test_gateway_custom as tc
-import test_gateway_profile as gp
 import test_gateway_throttle as gt
 import test_publisher as pt
-import test_traffic_manager as tm_test
 
 POLICIES = "/api/am/admin/v4/throttling/policies/"
 LIMIT = 12
@@ -81,16 +79,16 @@ class Row:
         return sum(self.ok.values())
 
 
-@unittest.skipUnless(te.HAVE_NATS, "nats-server not installed")
+@unittest.skipUnless(gwtest.HAVE_NATS, "nats-server not installed")
 class TwoGatewayLevelsTest(unittest.TestCase):
     """Tests run in order; test_2 kills the leading Traffic Manager."""
 
     @classmethod
     def setUpClass(cls):
-        gp.skip_without_gateway()
-        gt.avoid_window_end()
-        cls.nats = te.NatsServer().start()
-        cls.bus = tm_test.Nats(cls.nats.port)
+        gwtest.skip_without_gateway()
+        gwtest.avoid_window_end()
+        cls.nats = gwtest.NatsServer().start()
+        cls.bus = gwtest.Nats(cls.nats.port)
         cls.cp = apimtest.ApimServer(profile="control-plane", conf={
             "event_hub": {"url": cls.nats.url}, "gateway": {"credential": gt.CRED}})
         cls.cp.start()
@@ -114,7 +112,7 @@ class TwoGatewayLevelsTest(unittest.TestCase):
         cls.tms.append(gt.ClusterTest.start_tm.__func__(cls))
         extra = {"event_hub": {"url": cls.nats.url},
                  "gateway": {"control_plane_url": cls.cp.base_url, "credential": gt.CRED}}
-        cls.gws = [gp.GatewayProc(extra).start(), gp.GatewayProc(extra).start()]
+        cls.gws = [gwtest.GatewayProc(extra).start(), gwtest.GatewayProc(extra).start()]
         cls.made = made
         for name, code, headers, (api_name, api_id), policy, uses in made:
             cls.rows[name] = Row(name, code, "/%s/1.0.0/items" % api_name.lower(),
@@ -125,7 +123,7 @@ class TwoGatewayLevelsTest(unittest.TestCase):
         cls.sub_path = "/%s/1.0.0/items" % api_name.lower()
         for g in cls.gws:
             for row in cls.rows.values():
-                ok = gt.wait_for(lambda: gt.call(g.port, row.path, "not-a-token")[0] == 401,
+                ok = gwtest.wait_for(lambda: gwtest.call(g.port, row.path, "not-a-token")[0] == 401,
                                  20, 0.1)
                 assert ok, "gateway %d does not serve %s" % (g.port, row.path)
 
@@ -144,7 +142,7 @@ class TwoGatewayLevelsTest(unittest.TestCase):
         r = c.post(pt.APIS + "/%s/revisions" % api["id"], json={"description": "r1"})
         assert r.status == 201, r.text
         r = c.post(pt.APIS + "/%s/deploy-revision" % api["id"],
-                   query={"revisionId": r.json["id"]}, json=gp.DEFAULT_ENV)
+                   query={"revisionId": r.json["id"]}, json=gwtest.DEFAULT_ENV)
         assert r.status == 201, r.text
         r = c.post(pt.PUB + "/apis/change-lifecycle",
                    query={"apiId": api["id"], "action": "Publish"})
@@ -153,23 +151,23 @@ class TwoGatewayLevelsTest(unittest.TestCase):
 
     @classmethod
     def token(cls, c, api_id, policy, uses):
-        r = c.post(gp.DP + "/applications", json={
+        r = c.post(gwtest.DP + "/applications", json={
             "name": pt.uniq("LvApp"),
             "throttlingPolicy": policy if uses.get("app") else "Unlimited"})
         assert r.status == 201, r.text
         app = r.json
-        r = c.post(gp.DP + "/subscriptions", json={
+        r = c.post(gwtest.DP + "/subscriptions", json={
             "applicationId": app["applicationId"], "apiId": api_id,
             "throttlingPolicy": policy if uses.get("tier") else "Unlimited"})
         assert r.status == 201, r.text
-        r = c.post(gp.DP + "/applications/%s/generate-keys" % app["applicationId"], json={
+        r = c.post(gwtest.DP + "/applications/%s/generate-keys" % app["applicationId"], json={
             "keyType": "PRODUCTION", "grantTypesToBeSupported": ["client_credentials"],
             "callbackUrl": "", "scopes": [], "validityTime": 3600})
         assert r.status == 200, r.text
         keys = r.json
         r = cls.cp.client(None).post(
-            "/oauth2/token", data="grant_type=client_credentials", content_type=gp.FORM,
-            headers={"Authorization": gp.basic(keys["consumerKey"], keys["consumerSecret"])})
+            "/oauth2/token", data="grant_type=client_credentials", content_type=gwtest.FORM,
+            headers={"Authorization": gwtest.basic(keys["consumerKey"], keys["consumerSecret"])})
         assert r.status == 200, r.text
         return r.json["access_token"]
 
@@ -200,7 +198,7 @@ class TwoGatewayLevelsTest(unittest.TestCase):
         while time.monotonic() < deadline:
             for row in rows:
                 for g in self.gws:
-                    status, js, headers = gt.call(g.port, row.path, row.token, row.headers)
+                    status, js, headers = gwtest.call(g.port, row.path, row.token, row.headers)
                     if status == 200:
                         row.ok[g.port] += 1
                         row.last = time.monotonic()
@@ -229,7 +227,7 @@ class TwoGatewayLevelsTest(unittest.TestCase):
             self.assertGreaterEqual(int(retry), 1, row.name)
 
     def test_1_each_level_admits_its_limit_across_two_gateways(self):
-        self.assertTrue(gt.wait_for(lambda: self.parties() >= 2, 10), self.parties())
+        self.assertTrue(gwtest.wait_for(lambda: self.parties() >= 2, 10), self.parties())
         rows = [self.rows[name] for name, *_ in LEVELS]
         self.drive(rows)
         print("\n  admitted by the two gateways: " + ", ".join(
@@ -277,7 +275,7 @@ class TwoGatewayLevelsTest(unittest.TestCase):
         self.drive([row], until=lambda: row.total() >= LIMIT // 2)
         tm.stop()
         tm.start(wait=False)
-        self.assertTrue(gt.wait_for(lambda: "rate-limit policies (" in tm.stderr_this_run(),
+        self.assertTrue(gwtest.wait_for(lambda: "rate-limit policies (" in tm.stderr_this_run(),
                                     20), tm.stderr_tail())
         self.drive([row])
         print("\n  Traffic Manager restarted at %d: admitted %d" % (LIMIT // 2, row.total()))
