@@ -819,12 +819,15 @@ class HeaderEcho(http.server.BaseHTTPRequestHandler):
 class AllInOne:
     """A mixin for unittest.TestCase classes: apimd (all-in-one profile, the
     gateway on GW_HTTP + offset, cls.gw_port) shared by the class; APIs
-    deployed, published, subscribed and a token, in one call."""
+    deployed, published, subscribed and a token, in one call.  srv_conf:
+    apimd's conf over the harness defaults."""
+
+    srv_conf = None
 
     @classmethod
     def setUpClass(cls):
         skip_without_gateway()
-        cls.srv = apimtest.ApimServer()
+        cls.srv = apimtest.ApimServer(conf=cls.srv_conf)
         cls.srv.prepare()
         # the harness checks 9443+offset only: make sure 8280+offset is free too
         off = gateway_offset()

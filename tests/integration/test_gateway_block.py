@@ -21,15 +21,11 @@ gets the header received with the peer appended.
 import http.client
 import json
 import os
-import subprocess
-import tempfile
 import time
 import unittest
 
 import apimtest
 import gwtest
-import test_gateway_module as gm
-import test_gateway_profile as gp
 
 DENY = "/api/am/admin/v4/throttling/deny-policies"
 DENY1 = "/api/am/admin/v4/throttling/deny-policy/"
@@ -39,27 +35,13 @@ def cond(ctype, value, status=True):
     return {"conditionId": "c-%s-%d" % (ctype, id(value)), "conditionType": ctype,
             "conditionValue": value, "conditionStatus": status}
 
-class GatewayBlockModuleTest(unittest.TestCase):
-
-    # borrowed from the module test: same snapshot, tokens and calls
-    token = gm.GatewayModuleTest.token
-    assert_fault = gm.GatewayModuleTest.assert_fault
-    assert_backend = gm.GatewayModuleTest.assert_backend
+class GatewayBlockModuleTest(gwtest.PizzaGateway, unittest.TestCase):
+    """The module test's snapshot, tokens and calls (gwtest.PizzaGateway)."""
 
     @classmethod
     def setUpClass(cls):
-        if not gwtest.MODULE or not os.path.exists(gwtest.MODULE):
-            raise unittest.SkipTest("APIM_NGINX_MODULE not built")
-        if not os.path.exists(gwtest.NGINX):
-            raise unittest.SkipTest("nginx not installed")
-        cls.tmp = tempfile.mkdtemp(prefix="apim-gw-block-")
-        os.chmod(cls.tmp, 0o755)
-        cls.prod = gwtest.start_backend("production")
-        cls.sand = gwtest.start_backend("sandbox")
-        cls.key, cls.jwk = gwtest.rsa_jwk(cls.tmp)
-        cls.ec_key, cls.ec_jwk = gwtest.ec_jwk(cls.tmp, "gw-test-ec-key")
-        cls.snapshot_path = os.path.join(cls.tmp, "snapshot.json")
-        cls.base = gm.GatewayModuleTest.base_snapshot.__func__(cls)
+        cls.setup_pizza("apim-gw-block-")
+        cls.base = cls.base_snapshot()
         # App2 (bob) is subscribed too, so that it reaches the backend
         cls.base["subscriptions"].append(
             {"id": "s2", "apiId": gwtest.API_ID, "applicationId": gwtest.APP2_ID,
@@ -70,37 +52,15 @@ class GatewayBlockModuleTest(unittest.TestCase):
         cls.start_nginx()
 
     @classmethod
-    def tearDownClass(cls):
-        gm.GatewayModuleTest.tearDownClass.__func__(cls)
-
-    @classmethod
     def write(cls, snap):
         cls.seq += 1
         snap = dict(snap, seq=cls.seq)
-        gm.GatewayModuleTest.write_snapshot.__func__(cls, snap)
+        cls.write_snapshot(snap)
 
     @classmethod
     def start_nginx(cls):
-        conf = os.path.join(cls.tmp, "nginx.conf")
-        with open(conf, "w") as f:
-            f.write("""
-load_module %(module)s;
-user root;
-daemon off;
-master_process on;
-worker_processes 1;
-error_log %(dir)s/error.log notice;
-pid %(dir)s/nginx.pid;
-events { worker_connections 256; }
-http {
+        cls.nginx = gwtest.start_nginx(cls.tmp, cls.port, gwtest.nginx_conf(cls.tmp, """
     apim_snapshot_file %(dir)s/snapshot.json;
-    log_format apim '$remote_addr $status $apim_fault_code';
-    access_log %(dir)s/access.log apim;
-    client_body_temp_path %(dir)s/body;
-    proxy_temp_path %(dir)s/proxy;
-    fastcgi_temp_path %(dir)s/fastcgi;
-    uwsgi_temp_path %(dir)s/uwsgi;
-    scgi_temp_path %(dir)s/scgi;
     server {
         listen 127.0.0.1:%(port)d;
         listen [::1]:%(port)d;
@@ -108,23 +68,8 @@ http {
             apim_gateway on;
             proxy_pass $apim_backend$apim_rest$is_args$args;
         }
-    }
-}
-""" % {"module": gwtest.MODULE, "dir": cls.tmp, "port": cls.port})
-        with open(os.path.join(cls.tmp, "stderr.log"), "w") as err:
-            cls.nginx = subprocess.Popen([gwtest.NGINX, "-c", conf, "-p", cls.tmp + "/"],
-                                         stdout=subprocess.DEVNULL, stderr=err)
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            if cls.nginx.poll() is not None:
-                raise RuntimeError("nginx exited")
-            try:
-                import socket
-                socket.create_connection(("127.0.0.1", cls.port), 0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("nginx did not listen")
+    }""" % {"dir": cls.tmp, "port": cls.port},
+            log_format="$remote_addr $status $apim_fault_code"))
 
     def call(self, path=MENU, token=None, v6=False):
         h = {}
@@ -298,18 +243,7 @@ http {
         self.assert_backend(self.call(token=tok))
         self.assert_backend(self.call(token=tok, v6=True))
 
-class AllInOneBlockTest(unittest.TestCase):
-
-    deploy_subscribe_token = gp.AllInOneGatewayTest.deploy_subscribe_token
-    start_backend = gp.AllInOneGatewayTest.start_backend
-
-    @classmethod
-    def setUpClass(cls):
-        gp.AllInOneGatewayTest.setUpClass.__func__(cls)
-
-    @classmethod
-    def tearDownClass(cls):
-        gp.AllInOneGatewayTest.tearDownClass.__func__(cls)
+class AllInOneBlockTest(gwtest.AllInOne, unittest.TestCase):
 
     def wait_status(self, fn, status, timeout=10):
         """Waits (generously) for fn() to answer status: the seconds it took."""
@@ -401,25 +335,10 @@ def get_from(source, port, path, headers=None):
         conn.close()
 
 
-class TrustedProxyBlockTest(unittest.TestCase):
+class TrustedProxyBlockTest(gwtest.AllInOne, unittest.TestCase):
 
-    deploy_subscribe_token = gp.AllInOneGatewayTest.deploy_subscribe_token
-    start_backend = gp.AllInOneGatewayTest.start_backend
+    srv_conf = {"gateway": {"trusted_proxies": "127.0.0.1"}}
     wait_status = AllInOneBlockTest.wait_status
-
-    @classmethod
-    def setUpClass(cls):
-        gwtest.skip_without_gateway()
-        cls.srv = apimtest.ApimServer(conf={"gateway": {"trusted_proxies": "127.0.0.1"}})
-        cls.srv.prepare()
-        off = gwtest.gateway_offset()
-        cls.srv._write_conf(off)
-        cls.srv.start()
-        cls.gw_port = gwtest.GW_HTTP + off
-
-    @classmethod
-    def tearDownClass(cls):
-        gp.AllInOneGatewayTest.tearDownClass.__func__(cls)
 
     def deny(self, ctype, value):
         r = self.srv.client().post(DENY, json={"conditionType": ctype, "conditionValue": value,

@@ -15,15 +15,10 @@ the Publisher on its backend.
 
 import concurrent.futures
 import os
-import socket
-import subprocess
-import tempfile
 import time
 import unittest
 
 import gwtest
-import test_gateway_module as gm
-import test_gateway_profile as gp
 import test_publisher as pt
 
 ADMIN = "/api/am/admin/v4"
@@ -40,27 +35,12 @@ def wait_minute_start(margin=20):
     return int(time.time() // 60) != start
 
 
-class GatewayBurstModuleTest(unittest.TestCase):
-
-    token = gm.GatewayModuleTest.token
-    assert_fault = gm.GatewayModuleTest.assert_fault
-    assert_backend = gm.GatewayModuleTest.assert_backend
-    call = gm.GatewayModuleTest.call
+class GatewayBurstModuleTest(gwtest.PizzaGateway, unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        if not gwtest.MODULE or not os.path.exists(gwtest.MODULE):
-            raise unittest.SkipTest("APIM_NGINX_MODULE not built")
-        if not os.path.exists(gwtest.NGINX):
-            raise unittest.SkipTest("nginx not installed")
-        cls.tmp = tempfile.mkdtemp(prefix="apim-gw-burst-")
-        os.chmod(cls.tmp, 0o755)
-        cls.prod = gwtest.start_backend("production")
-        cls.sand = gwtest.start_backend("sandbox")
-        cls.key, cls.jwk = gwtest.rsa_jwk(cls.tmp)
-        cls.ec_key, cls.ec_jwk = gwtest.ec_jwk(cls.tmp, "gw-test-ec-key")
-        cls.snapshot_path = os.path.join(cls.tmp, "snapshot.json")
-        snap = gm.GatewayModuleTest.base_snapshot.__func__(cls)
+        cls.setup_pizza("apim-gw-burst-")
+        snap = cls.base_snapshot()
         # App1 -> PizzaShack 1.0.0 on Burst5 (5 per minute); App2 -> the
         # same API on Gold (no burst limit)
         snap["subscriptions"][0]["tier"] = "Burst5"
@@ -92,64 +72,23 @@ class GatewayBurstModuleTest(unittest.TestCase):
             {"id": "p3", "level": "application", "name": "Gold",
              "doc": {"burstLimit": {"rateLimitCount": 1,
                                     "rateLimitTimeUnit": "min"}}}]
-        gm.GatewayModuleTest.write_snapshot.__func__(cls, snap)
+        cls.write_snapshot(snap)
         cls.port = gwtest.free_port()
         cls.start_nginx()
 
     @classmethod
-    def tearDownClass(cls):
-        gm.GatewayModuleTest.tearDownClass.__func__(cls)
-
-    @classmethod
     def start_nginx(cls):
-        conf = os.path.join(cls.tmp, "nginx.conf")
-        with open(conf, "w") as f:
-            f.write("""
-load_module %(module)s;
-user root;
-daemon off;
-master_process on;
-worker_processes 2;
-error_log %(dir)s/error.log notice;
-pid %(dir)s/nginx.pid;
-events { worker_connections 256; }
-http {
+        cls.nginx = gwtest.start_nginx(cls.tmp, cls.port, gwtest.nginx_conf(cls.tmp, """
     apim_snapshot_file %(dir)s/snapshot.json;
     apim_shared_zone 1m;
-    log_format apim '$pid $status $apim_fault_code $apim_app_id $apim_api_id';
-    access_log %(dir)s/access.log apim;
-    client_body_temp_path %(dir)s/body;
-    proxy_temp_path %(dir)s/proxy;
-    fastcgi_temp_path %(dir)s/fastcgi;
-    uwsgi_temp_path %(dir)s/uwsgi;
-    scgi_temp_path %(dir)s/scgi;
     server {
         listen 127.0.0.1:%(port)d reuseport;
         location / {
             apim_gateway on;
             proxy_pass $apim_backend$apim_rest$is_args$args;
         }
-    }
-}
-""" % {"module": gwtest.MODULE, "dir": cls.tmp, "port": cls.port})
-        with open(os.path.join(cls.tmp, "stderr.log"), "w") as err:
-            cls.nginx = subprocess.Popen([gwtest.NGINX, "-c", conf, "-p", cls.tmp + "/"],
-                                         stdout=subprocess.DEVNULL, stderr=err)
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            if cls.nginx.poll() is not None:
-                raise RuntimeError("nginx exited: " + cls.read_log("stderr.log")
-                                   + cls.read_log("error.log"))
-            try:
-                socket.create_connection(("127.0.0.1", cls.port), 0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("nginx did not listen")
-
-    @classmethod
-    def read_log(cls, name):
-        return gm.GatewayModuleTest.read_log.__func__(cls, name)
+    }""" % {"dir": cls.tmp, "port": cls.port}, workers=2,
+            log_format="$pid $status $apim_fault_code $apim_app_id $apim_api_id"))
 
     def many(self, path, tok, n, parallel=8):
         """n calls on new connections, parallel at a time: the answers."""
@@ -217,17 +156,7 @@ http {
             self.fail("the sandbox maxTps window did not reset")
 
 
-class AllInOneBurstTest(unittest.TestCase):
-
-    start_backend = gp.AllInOneGatewayTest.start_backend
-
-    @classmethod
-    def setUpClass(cls):
-        gp.AllInOneGatewayTest.setUpClass.__func__(cls)
-
-    @classmethod
-    def tearDownClass(cls):
-        gp.AllInOneGatewayTest.tearDownClass.__func__(cls)
+class AllInOneBurstTest(gwtest.AllInOne, unittest.TestCase):
 
     def deploy(self, tier, **api_fields):
         """An API deployed, published and subscribed on tier: (its name,
