@@ -189,6 +189,49 @@ def stop_backend(srv):
         srv.server_close()
 
 
+# every answer of SizedBackend has this many bytes
+SIZED_BODY = 2000
+
+
+def siddhi(condition, limit, window="1 hour", op=">="):
+    """A custom rule's query in the reference's documented form."""
+    return ("FROM RequestStream\n"
+            "SELECT userId, %s AS isEligible , str:concat('x','') as throttleKey\n"
+            "INSERT INTO EligibilityStream;\n"
+            "FROM EligibilityStream[isEligible==true]#throttler:timeBatch(%s)\n"
+            "SELECT throttleKey, (count(userId) %s %d) as isThrottled, expiryTimeStamp "
+            "group by throttleKey\n"
+            "INSERT ALL EVENTS into ResultStream;" % (condition, window, op, limit))
+
+
+class SizedBackend(http.server.BaseHTTPRequestHandler):
+    """Answers SIZED_BODY bytes; remembers the request bodies' sizes."""
+
+    def do_GET(self):
+        self.answer()
+
+    def do_POST(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(n)
+        self.answer()
+
+    def answer(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(SIZED_BODY))
+        self.end_headers()
+        self.wfile.write(b"x" * SIZED_BODY)
+
+    def log_message(self, *args):
+        pass
+
+
+def start_sized_backend():
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SizedBackend)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv
+
+
 # ---- keys and tokens ------------------------------------------------------
 
 def rsa_jwk(tmp, kid=KID):
@@ -961,11 +1004,11 @@ def deploy_publish(c, api_id):
     assert r.status == 200, r.text
 
 
-def subscribed_app(cp, c, api_id, tier, prefix="ThrApp"):
-    """A new application of c's user subscribed to api_id on tier, with
-    production keys: (its id, an access token from cp)."""
+def subscribed_app(cp, c, api_id, tier, prefix="ThrApp", app_tier="Unlimited"):
+    """A new application (on app_tier) of c's user subscribed to api_id on
+    tier, with production keys: (its id, an access token from cp)."""
     r = c.post(DP + "/applications", json={"name": pt.uniq(prefix),
-                                           "throttlingPolicy": "Unlimited"})
+                                           "throttlingPolicy": app_tier})
     assert r.status == 201, r.text
     app = r.json
     r = c.post(DP + "/subscriptions", json={"applicationId": app["applicationId"],

@@ -147,9 +147,7 @@ class ClusterCase(unittest.TestCase):
     def tearDownClass(cls):
         if cls.cluster is None:
             return
-        if getattr(cls, "backend", None) is not None:
-            cls.backend.shutdown()
-            cls.backend.server_close()
+        gwtest.stop_backend(getattr(cls, "backend", None))
         problems = cls._stop()
         if problems:
             raise AssertionError("; ".join(problems))

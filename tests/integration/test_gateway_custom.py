@@ -17,70 +17,26 @@ Needs APIM_NGINX_MODULE (or the module next to apimd), nginx and, for the
 cluster, nats-server.
 """
 
+import base64
 import http.client
 import http.server
 import json
 import os
 import shutil
-import signal
-import subprocess
 import tempfile
-import threading
 import time
 import unittest
 
 import apimtest
 import gwtest
-import test_gateway_throttle as gt
 import test_publisher as pt
+from gwtest import SIZED_BODY as BODY, siddhi
 
-MODULE = gwtest.MODULE
-NGINX = gwtest.NGINX
 APP2_ID = "22222222-bbbb-4bbb-8bbb-000000000002"
 APP2_KEY = "app2ConsumerKey0001"
-BODY = 2000            # bytes of every backend response
 CUSTOM = "/api/am/admin/v4/throttling/policies/custom"
 SUB_POLICIES = "/api/am/admin/v4/throttling/policies/subscription"
-CRED = gt.CRED    # ClusterTest.start_tm gives the Traffic Manager this one
-
-
-def siddhi(condition, limit, window="1 hour", op=">="):
-    """A custom rule's query in the reference's documented form."""
-    return ("FROM RequestStream\n"
-            "SELECT userId, %s AS isEligible , str:concat('x','') as throttleKey\n"
-            "INSERT INTO EligibilityStream;\n"
-            "FROM EligibilityStream[isEligible==true]#throttler:timeBatch(%s)\n"
-            "SELECT throttleKey, (count(userId) %s %d) as isThrottled, expiryTimeStamp "
-            "group by throttleKey\n"
-            "INSERT ALL EVENTS into ResultStream;" % (condition, window, op, limit))
-
-
-class SizedBackend(http.server.BaseHTTPRequestHandler):
-    """Answers BODY bytes; remembers the request bodies' sizes."""
-
-    def do_GET(self):
-        self.answer()
-
-    def do_POST(self):
-        n = int(self.headers.get("Content-Length") or 0)
-        self.rfile.read(n)
-        self.answer()
-
-    def answer(self):
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(BODY))
-        self.end_headers()
-        self.wfile.write(b"x" * BODY)
-
-    def log_message(self, *args):
-        pass
-
-
-def start_backend():
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SizedBackend)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    return srv
+CRED = "gw-custom-" + base64.b32encode(os.urandom(10)).decode().lower()
 
 
 def request(port, method, path, token, body=None):
@@ -105,14 +61,11 @@ class LocalCustomTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        if not MODULE or not os.path.exists(MODULE):
-            raise unittest.SkipTest("APIM_NGINX_MODULE not built")
-        if not os.path.exists(NGINX):
-            raise unittest.SkipTest("nginx not installed")
+        gwtest.skip_without_module()
         gwtest.avoid_window_end()
         cls.tmp = tempfile.mkdtemp(prefix="apim-gw-custom-")
         os.chmod(cls.tmp, 0o755)
-        cls.backend = start_backend()
+        cls.backend = gwtest.start_sized_backend()
         cls.key, cls.jwk = gwtest.rsa_jwk(cls.tmp)
         ec = {"endpoint_type": "http",
               "production_endpoints": {
@@ -185,56 +138,25 @@ class LocalCustomTest(unittest.TestCase):
         with open(os.path.join(cls.tmp, "snapshot.json"), "w") as f:
             json.dump(snap, f)
         cls.port = gwtest.free_port()
-        conf = os.path.join(cls.tmp, "nginx.conf")
-        with open(conf, "w") as f:
-            f.write("""
-load_module %(module)s;
-daemon off;
-master_process on;
-worker_processes 1;
-error_log %(dir)s/error.log notice;
-pid %(dir)s/nginx.pid;
-events { worker_connections 256; }
-http {
+        cls.nginx = gwtest.start_nginx(cls.tmp, cls.port, gwtest.nginx_conf(cls.tmp, """
     apim_snapshot_file %(dir)s/snapshot.json;
-    client_body_temp_path %(dir)s/body;
-    proxy_temp_path %(dir)s/proxy;
-    fastcgi_temp_path %(dir)s/fastcgi;
-    uwsgi_temp_path %(dir)s/uwsgi;
-    scgi_temp_path %(dir)s/scgi;
-    access_log off;
     server {
         listen 127.0.0.1:%(port)d;
         location / {
             apim_gateway on;
             proxy_pass $apim_backend$apim_rest$is_args$args;
         }
-    }
-}
-""" % {"module": MODULE, "dir": cls.tmp, "port": cls.port})
-        with open(os.path.join(cls.tmp, "stderr.log"), "w") as err:
-            cls.nginx = subprocess.Popen([NGINX, "-c", conf, "-p", cls.tmp + "/"],
-                                         stdout=subprocess.DEVNULL, stderr=err)
-        ok = gwtest.wait_for(lambda: cls.nginx.poll() is not None or gwtest.port_open(cls.port))
-        if cls.nginx.poll() is not None or not ok:
-            raise RuntimeError("nginx did not start")
-        cls.alice = gt.LocalLimitsTest.token.__func__(cls, gwtest.PROD_KEY, "alice")
-        cls.bob = gt.LocalLimitsTest.token.__func__(cls, APP2_KEY, "bob")
-        cls.carol = gt.LocalLimitsTest.token.__func__(cls, APP2_KEY, "carol")
-        cls.dave = gt.LocalLimitsTest.token.__func__(cls, gwtest.PROD_KEY, "dave")
+    }""" % {"dir": cls.tmp, "port": cls.port}))
+        cls.alice = gwtest.jwt(cls.key, gwtest.PROD_KEY, "alice", aud=False)
+        cls.bob = gwtest.jwt(cls.key, APP2_KEY, "bob", aud=False)
+        cls.carol = gwtest.jwt(cls.key, APP2_KEY, "carol", aud=False)
+        cls.dave = gwtest.jwt(cls.key, gwtest.PROD_KEY, "dave", aud=False)
 
     @classmethod
     def tearDownClass(cls):
         if getattr(cls, "nginx", None) is not None and cls.nginx.poll() is None:
-            cls.nginx.send_signal(signal.SIGQUIT)
-            try:
-                cls.nginx.wait(10)
-            except subprocess.TimeoutExpired:
-                cls.nginx.kill()
-                cls.nginx.wait()
-        if getattr(cls, "backend", None) is not None:
-            cls.backend.shutdown()
-            cls.backend.server_close()
+            gwtest.stop_nginx(cls.nginx)
+        gwtest.stop_backend(getattr(cls, "backend", None))
         if getattr(cls, "tmp", None):
             shutil.rmtree(cls.tmp, ignore_errors=True)
 
@@ -305,7 +227,7 @@ class ClusterCustomTest(unittest.TestCase):
                 "type": "BANDWIDTHLIMIT", "bandwidth": {
                     "dataAmount": 10, "dataUnit": "KB", "timeUnit": "hour", "unitTime": 1}}})
         assert r.status == 201, r.text
-        cls.backend = start_backend()
+        cls.backend = gwtest.start_sized_backend()
         cls.apis = [cls.deploy(c) for _ in range(2)]
         for user in ("alice", "bob", "carol"):
             cls.cp.create_user(user, "Passw0rd!", ["Internal/subscriber"])
@@ -324,7 +246,7 @@ class ClusterCustomTest(unittest.TestCase):
             assert r.status == 201, r.text
             assert r.json["isDeployed"] is True, r.text
             cls.custom[name] = r.json["policyId"]
-        cls.tm = gt.ClusterTest.start_tm.__func__(cls)
+        cls.tm = gwtest.start_tm(cls.nats.url, cls.cp.base_url, CRED)
         cls.gw = gwtest.GatewayProc({
             "event_hub": {"url": cls.nats.url},
             "gateway": {"control_plane_url": cls.cp.base_url, "credential": CRED}}).start()
@@ -386,9 +308,7 @@ class ClusterCustomTest(unittest.TestCase):
             cls.bus.close()
         if getattr(cls, "nats", None) is not None:
             cls.nats.stop()
-        if getattr(cls, "backend", None) is not None:
-            cls.backend.shutdown()
-            cls.backend.server_close()
+        gwtest.stop_backend(getattr(cls, "backend", None))
 
     def path(self, i):
         return "/%s/1.0.0/items" % self.apis[i][0].lower()

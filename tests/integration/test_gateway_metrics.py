@@ -18,26 +18,21 @@ Needs APIM_NGINX_MODULE (or the module next to apimd), nginx and, for the
 cluster, nats-server.
 """
 
+import base64
 import http.client
 import json
 import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
 import tempfile
-import time
 import unittest
 
 import apimtest
 import gwtest
-import test_gateway_throttle as gt
 import test_publisher as pt
 
-MODULE = gwtest.MODULE
-NGINX = gwtest.NGINX
-CRED = gt.CRED
+CRED = "gw-metrics-" + base64.b32encode(os.urandom(10)).decode().lower()
+SUB_POLICIES = "/api/am/admin/v4/throttling/policies/subscription"
 
 
 def scrape(port, path="/_apim/metrics"):
@@ -81,10 +76,7 @@ class ModuleMetricsTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        if not MODULE or not os.path.exists(MODULE):
-            raise unittest.SkipTest("APIM_NGINX_MODULE not built")
-        if not os.path.exists(NGINX):
-            raise unittest.SkipTest("nginx not installed")
+        gwtest.skip_without_module()
         cls.tmp = tempfile.mkdtemp(prefix="apim-gw-metrics-")
         os.chmod(cls.tmp, 0o755)
         cls.backend = gwtest.start_backend("live")
@@ -107,25 +99,8 @@ class ModuleMetricsTest(unittest.TestCase):
             json.dump({"seq": 7, "apis": apis, "applications": [], "keyMappings": [],
                        "subscriptions": [], "revokedJwts": [], "keyManagers": []}, f)
         cls.port = gwtest.free_port()
-        conf = os.path.join(cls.tmp, "nginx.conf")
-        with open(conf, "w") as f:
-            f.write("""
-load_module %(module)s;
-user root;
-daemon off;
-master_process on;
-worker_processes 2;
-error_log %(dir)s/error.log notice;
-pid %(dir)s/nginx.pid;
-events { worker_connections 256; }
-http {
+        cls.nginx = gwtest.start_nginx(cls.tmp, cls.port, gwtest.nginx_conf(cls.tmp, """
     apim_snapshot_file %(dir)s/snapshot.json;
-    access_log %(dir)s/access.log;
-    client_body_temp_path %(dir)s/body;
-    proxy_temp_path %(dir)s/proxy;
-    fastcgi_temp_path %(dir)s/fastcgi;
-    uwsgi_temp_path %(dir)s/uwsgi;
-    scgi_temp_path %(dir)s/scgi;
     upstream apim_backend {
         apim_balancer;
         keepalive 16;
@@ -150,21 +125,7 @@ http {
             proxy_http_version 1.1;
             proxy_set_header Connection "";
         }
-    }
-}
-""" % {"module": MODULE, "dir": cls.tmp, "port": cls.port})
-        with open(os.path.join(cls.tmp, "stderr.log"), "w") as err:
-            cls.nginx = subprocess.Popen([NGINX, "-c", conf, "-p", cls.tmp + "/"],
-                                         stdout=subprocess.DEVNULL, stderr=err)
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            if cls.nginx.poll() is not None:
-                raise RuntimeError("nginx exited")
-            try:
-                socket.create_connection(("127.0.0.1", cls.port), 0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+    }""" % {"dir": cls.tmp, "port": cls.port}, workers=2))
         # both workers reported (their slots are claimed at start)
         ok = gwtest.wait_for(lambda: scrape(cls.port)[1].get("apim_gateway_workers") == 2, 10)
         assert ok, scrape(cls.port)[2]
@@ -172,15 +133,8 @@ http {
     @classmethod
     def tearDownClass(cls):
         if getattr(cls, "nginx", None) is not None and cls.nginx.poll() is None:
-            cls.nginx.send_signal(signal.SIGQUIT)
-            try:
-                cls.nginx.wait(10)
-            except subprocess.TimeoutExpired:
-                cls.nginx.kill()
-                cls.nginx.wait()
-        if getattr(cls, "backend", None) is not None:
-            cls.backend.shutdown()
-            cls.backend.server_close()
+            gwtest.stop_nginx(cls.nginx)
+        gwtest.stop_backend(getattr(cls, "backend", None))
         if getattr(cls, "tmp", None):
             shutil.rmtree(cls.tmp, ignore_errors=True)
 
@@ -273,7 +227,7 @@ class ClusterMetricsTest(unittest.TestCase):
             "event_hub": {"url": cls.nats.url}, "gateway": {"credential": CRED}})
         cls.cp.start()
         c = cls.cp.client()
-        r = c.post(gt.SUB_POLICIES, json={
+        r = c.post(SUB_POLICIES, json={
             "policyName": "Met1000PerHour", "defaultLimit": {
                 "type": "REQUESTCOUNTLIMIT",
                 "requestCount": {"requestCount": 1000, "timeUnit": "hour", "unitTime": 1}}})
@@ -294,8 +248,8 @@ class ClusterMetricsTest(unittest.TestCase):
                    query={"apiId": a["id"], "action": "Publish"})
         assert r.status == 200, r.text
         cls.api_id = a["id"]
-        _, cls.token = gt.ClusterTest.subscribed_app.__func__(cls, c, "Met1000PerHour")
-        cls.tm = gt.ClusterTest.start_tm.__func__(cls)
+        _, cls.token = gwtest.subscribed_app(cls.cp, c, cls.api_id, "Met1000PerHour")
+        cls.tm = gwtest.start_tm(cls.nats.url, cls.cp.base_url, CRED)
         extra = {"event_hub": {"url": cls.nats.url},
                  "gateway": {"control_plane_url": cls.cp.base_url, "credential": CRED}}
         cls.gw = gwtest.GatewayProc(extra).start()
@@ -316,9 +270,7 @@ class ClusterMetricsTest(unittest.TestCase):
             cls.cp.stop()
         if getattr(cls, "nats", None) is not None:
             cls.nats.stop()
-        if getattr(cls, "backend", None) is not None:
-            cls.backend.shutdown()
-            cls.backend.server_close()
+        gwtest.stop_backend(getattr(cls, "backend", None))
 
     def metrics(self):
         status, s, body = scrape(self.gw.port)
@@ -381,7 +333,7 @@ class ClusterMetricsTest(unittest.TestCase):
         with open(os.path.join(self.gw.home, "gateway", "error.log"), errors="replace") as f:
             self.assertIn("no Traffic Manager heard", f.read())
         # a Traffic Manager again: back to 0
-        type(self).tm = gt.ClusterTest.start_tm.__func__(type(self))
+        type(self).tm = gwtest.start_tm(self.nats.url, self.cp.base_url, CRED)
         self.assertTrue(gwtest.wait_for(
             lambda: self.metrics()["apim_gateway_throttle_fallback"] == 0, 10),
             self.metrics())

@@ -20,13 +20,9 @@ cluster, nats-server.
 """
 
 import base64
-import http.client
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import tempfile
 import time
 import unittest
@@ -34,63 +30,18 @@ import unittest
 import apimtest
 import gwtest
 import test_publisher as pt
+from gwtest import avoid_window_end, call, policy, wait_for
 
-MODULE = gwtest.MODULE
-NGINX = gwtest.NGINX
-HOUR_MS = 3600 * 1000
+HOUR_MS = gwtest.HOUR_MS
 APP2_ID = "22222222-bbbb-4bbb-8bbb-000000000002"
 APP2_KEY = "app2ConsumerKey0001"
-
-
-def wait_for(cond, timeout=10.0, step=0.05):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(step)
-    return cond()
-
-
-def avoid_window_end():
-    """Hour windows: no test straddles two."""
-    if time.time() % 3600 > 3600 - 150:
-        time.sleep(3600 - time.time() % 3600 + 1)
-
-
-def policy(level, name, count, unit="hour", **extra):
-    doc = {"policyName": name, "defaultLimit": {
-        "type": "REQUESTCOUNTLIMIT",
-        "requestCount": {"requestCount": count, "timeUnit": unit, "unitTime": 1}}}
-    doc.update(extra)
-    return {"id": "pol-" + name, "level": level, "name": name, "doc": doc}
-
-
-def call(port, path, token, headers=None):
-    h = {"Authorization": "Bearer " + token}
-    h.update(headers or {})
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        c.request("GET", path, headers=h)
-        r = c.getresponse()
-        body = r.read()
-        try:
-            js = json.loads(body)
-        except ValueError:
-            js = None
-        return r.status, js, {k.lower(): v for k, v in r.getheaders()}
-    finally:
-        c.close()
 
 
 class LocalLimitsTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        if not MODULE or not os.path.exists(MODULE):
-            raise unittest.SkipTest("APIM_NGINX_MODULE not built")
-        if not os.path.exists(NGINX):
-            raise unittest.SkipTest("nginx not installed")
+        gwtest.skip_without_module()
         avoid_window_end()
         cls.tmp = tempfile.mkdtemp(prefix="apim-gw-throttle-")
         os.chmod(cls.tmp, 0o755)
@@ -199,40 +150,16 @@ class LocalLimitsTest(unittest.TestCase):
         with open(os.path.join(cls.tmp, "snapshot.json"), "w") as f:
             json.dump(snap, f)
         cls.port = gwtest.free_port()
-        conf = os.path.join(cls.tmp, "nginx.conf")
-        with open(conf, "w") as f:
-            f.write("""
-load_module %(module)s;
-daemon off;
-master_process on;
-worker_processes 1;
-error_log %(dir)s/error.log notice;
-pid %(dir)s/nginx.pid;
-events { worker_connections 256; }
-http {
+        cls.nginx = gwtest.start_nginx(cls.tmp, cls.port, gwtest.nginx_conf(cls.tmp, """
     apim_snapshot_file %(dir)s/snapshot.json;
-    log_format t '$status $apim_fault_code out=$apim_throttled_out $uri';
-    access_log %(dir)s/access.log t;
-    client_body_temp_path %(dir)s/body;
-    proxy_temp_path %(dir)s/proxy;
-    fastcgi_temp_path %(dir)s/fastcgi;
-    uwsgi_temp_path %(dir)s/uwsgi;
-    scgi_temp_path %(dir)s/scgi;
     server {
         listen 127.0.0.1:%(port)d;
         location / {
             apim_gateway on;
             proxy_pass $apim_backend$apim_rest$is_args$args;
         }
-    }
-}
-""" % {"module": MODULE, "dir": cls.tmp, "port": cls.port})
-        with open(os.path.join(cls.tmp, "stderr.log"), "w") as err:
-            cls.nginx = subprocess.Popen([NGINX, "-c", conf, "-p", cls.tmp + "/"],
-                                         stdout=subprocess.DEVNULL, stderr=err)
-        ok = wait_for(lambda: cls.nginx.poll() is not None or gm_port_open(cls.port))
-        if cls.nginx.poll() is not None or not ok:
-            raise RuntimeError("nginx did not start")
+    }""" % {"dir": cls.tmp, "port": cls.port},
+            log_format="$status $apim_fault_code out=$apim_throttled_out $uri"))
         cls.tok1 = cls.token(gwtest.PROD_KEY, "alice")
         cls.tok2 = cls.token(APP2_KEY, "bob")
         cls.tok2b = cls.token(APP2_KEY, "carol")
@@ -240,31 +167,15 @@ http {
     @classmethod
     def tearDownClass(cls):
         if getattr(cls, "nginx", None) is not None and cls.nginx.poll() is None:
-            cls.nginx.send_signal(signal.SIGQUIT)
-            try:
-                cls.nginx.wait(10)
-            except subprocess.TimeoutExpired:
-                cls.nginx.kill()
-                cls.nginx.wait()
-        if getattr(cls, "backend", None) is not None:
-            cls.backend.shutdown()
-            cls.backend.server_close()
+            gwtest.stop_nginx(cls.nginx)
+        gwtest.stop_backend(getattr(cls, "backend", None))
         if getattr(cls, "tmp", None):
             shutil.rmtree(cls.tmp, ignore_errors=True)
 
     @classmethod
     def token(cls, client, sub):
-        now = int(time.time())
-        header = {"alg": "RS256", "typ": "JWT", "kid": gwtest.KID}
-        claims = {"iss": gwtest.ISSUER, "sub": sub, "azp": client, "client_id": client,
-                  "scope": "default", "iat": now, "exp": now + 3600,
-                  "jti": "thr-%s-%s" % (sub, now)}
-        signing_input = (gwtest.b64url(json.dumps(header).encode()) + "." +
-                         gwtest.b64url(json.dumps(claims).encode()))
-        sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", cls.key],
-                             input=signing_input.encode(), check=True,
-                             capture_output=True).stdout
-        return signing_input + "." + gwtest.b64url(sig)
+        return gwtest.jwt(cls.key, client, sub, jti="thr-%s-%s" % (sub, int(time.time())),
+                          aud=False)
 
     def run_until_refused(self, path, token, n):
         """n calls: the statuses, and the first refusal (status, body, headers)."""
@@ -443,35 +354,11 @@ class ClusterTest(unittest.TestCase):
 
     @classmethod
     def subscribed_app(cls, c, tier="Thr20PerHour"):
-        r = c.post(gwtest.DP + "/applications", json={"name": pt.uniq("ThrApp"),
-                                                  "throttlingPolicy": "Unlimited"})
-        assert r.status == 201, r.text
-        app = r.json
-        r = c.post(gwtest.DP + "/subscriptions", json={"applicationId": app["applicationId"],
-                                                   "apiId": cls.api_id,
-                                                   "throttlingPolicy": tier})
-        assert r.status == 201, r.text
-        r = c.post(gwtest.DP + "/applications/%s/generate-keys" % app["applicationId"], json={
-            "keyType": "PRODUCTION", "grantTypesToBeSupported": ["client_credentials"],
-            "callbackUrl": "", "scopes": [], "validityTime": 3600})
-        assert r.status == 200, r.text
-        keys = r.json
-        r = cls.cp.client(None).post(
-            "/oauth2/token", data="grant_type=client_credentials", content_type=gwtest.FORM,
-            headers={"Authorization": gwtest.basic(keys["consumerKey"], keys["consumerSecret"])})
-        assert r.status == 200, r.text
-        return app["applicationId"], r.json["access_token"]
+        return gwtest.subscribed_app(cls.cp, c, cls.api_id, tier)
 
     @classmethod
     def start_tm(cls):
-        tm = apimtest.ApimServer(profile="traffic-manager", conf={
-            "event_hub": {"url": cls.nats.url},
-            "gateway": {"control_plane_url": cls.cp.base_url, "credential": CRED}})
-        tm.start(wait=False)
-        ok = wait_for(lambda: "rate-limit policies (" in tm.stderr_this_run() or
-                      not tm.running(), 20)
-        assert ok and tm.running(), tm.stderr_tail()
-        return tm
+        return gwtest.start_tm(cls.nats.url, cls.cp.base_url, CRED)
 
     @classmethod
     def tearDownClass(cls):
@@ -486,9 +373,7 @@ class ClusterTest(unittest.TestCase):
             cls.bus.close()
         if getattr(cls, "nats", None) is not None:
             cls.nats.stop()
-        if getattr(cls, "backend", None) is not None:
-            cls.backend.shutdown()
-            cls.backend.server_close()
+        gwtest.stop_backend(getattr(cls, "backend", None))
 
     def error_log(self, g):
         try:
@@ -596,14 +481,6 @@ class ClusterTest(unittest.TestCase):
         for g in self.gws:
             self.assertTrue(wait_for(lambda: "Traffic Manager heard again" in self.error_log(g),
                                      10), self.error_log(g))
-
-
-def gm_port_open(port):
-    try:
-        socket.create_connection(("127.0.0.1", port), 0.2).close()
-        return True
-    except OSError:
-        return False
 
 
 if __name__ == "__main__":

@@ -21,18 +21,19 @@ all Traffic Managers killed: test_gateway_throttle.ClusterTest.test_2;
 blocking conditions taking effect and lifting: test_gateway_block.)
 """
 
+import base64
+import os
 import time
 import unittest
 
 import apimtest
 import gwtest
-import test_gateway_custom as tc
-import test_gateway_throttle as gt
 import test_publisher as pt
 
 POLICIES = "/api/am/admin/v4/throttling/policies/"
 LIMIT = 12
-BW_LIMIT = 10 * 1024       # bytes: 10 KB, of tc.BODY-byte responses
+CRED = "gw-levels-" + base64.b32encode(os.urandom(10)).decode().lower()
+BW_LIMIT = 10 * 1024       # bytes: 10 KB, of gwtest.SIZED_BODY-byte responses
 QUIET = 2.0                # seconds without an admission: a row is done
 
 
@@ -90,9 +91,9 @@ class TwoGatewayLevelsTest(unittest.TestCase):
         cls.nats = gwtest.NatsServer().start()
         cls.bus = gwtest.Nats(cls.nats.port)
         cls.cp = apimtest.ApimServer(profile="control-plane", conf={
-            "event_hub": {"url": cls.nats.url}, "gateway": {"credential": gt.CRED}})
+            "event_hub": {"url": cls.nats.url}, "gateway": {"credential": CRED}})
         cls.cp.start()
-        cls.backend = tc.start_backend()
+        cls.backend = gwtest.start_sized_backend()
         c = cls.cp.client()
         cls.rows = {}
         made = []
@@ -100,18 +101,18 @@ class TwoGatewayLevelsTest(unittest.TestCase):
             policy = pt.uniq("Lv" + name.capitalize())
             api_name = pt.uniq("LvApi")
             if level == "custom":
-                body = {"keyTemplate": "$apiContext", "siddhiQuery": tc.siddhi(
+                body = {"keyTemplate": "$apiContext", "siddhiQuery": gwtest.siddhi(
                     "apiContext == '/%s'" % api_name.lower(), LIMIT)}
             r = c.post(POLICIES + level, json=dict(body, policyName=policy,
                                                   description="issue 6"))
             assert r.status == 201, r.text
             made.append((name, code, headers, cls.deploy(c, api_name, policy, uses),
                          policy, uses))
-        cls.tms = [gt.ClusterTest.start_tm.__func__(cls)]
+        cls.tms = [gwtest.start_tm(cls.nats.url, cls.cp.base_url, CRED)]
         time.sleep(0.5)     # the first is the oldest: it leads
-        cls.tms.append(gt.ClusterTest.start_tm.__func__(cls))
+        cls.tms.append(gwtest.start_tm(cls.nats.url, cls.cp.base_url, CRED))
         extra = {"event_hub": {"url": cls.nats.url},
-                 "gateway": {"control_plane_url": cls.cp.base_url, "credential": gt.CRED}}
+                 "gateway": {"control_plane_url": cls.cp.base_url, "credential": CRED}}
         cls.gws = [gwtest.GatewayProc(extra).start(), gwtest.GatewayProc(extra).start()]
         cls.made = made
         for name, code, headers, (api_name, api_id), policy, uses in made:
@@ -151,25 +152,9 @@ class TwoGatewayLevelsTest(unittest.TestCase):
 
     @classmethod
     def token(cls, c, api_id, policy, uses):
-        r = c.post(gwtest.DP + "/applications", json={
-            "name": pt.uniq("LvApp"),
-            "throttlingPolicy": policy if uses.get("app") else "Unlimited"})
-        assert r.status == 201, r.text
-        app = r.json
-        r = c.post(gwtest.DP + "/subscriptions", json={
-            "applicationId": app["applicationId"], "apiId": api_id,
-            "throttlingPolicy": policy if uses.get("tier") else "Unlimited"})
-        assert r.status == 201, r.text
-        r = c.post(gwtest.DP + "/applications/%s/generate-keys" % app["applicationId"], json={
-            "keyType": "PRODUCTION", "grantTypesToBeSupported": ["client_credentials"],
-            "callbackUrl": "", "scopes": [], "validityTime": 3600})
-        assert r.status == 200, r.text
-        keys = r.json
-        r = cls.cp.client(None).post(
-            "/oauth2/token", data="grant_type=client_credentials", content_type=gwtest.FORM,
-            headers={"Authorization": gwtest.basic(keys["consumerKey"], keys["consumerSecret"])})
-        assert r.status == 200, r.text
-        return r.json["access_token"]
+        return gwtest.subscribed_app(
+            cls.cp, c, api_id, policy if uses.get("tier") else "Unlimited", "LvApp",
+            app_tier=policy if uses.get("app") else "Unlimited")[1]
 
     @classmethod
     def tearDownClass(cls):
@@ -182,9 +167,7 @@ class TwoGatewayLevelsTest(unittest.TestCase):
             o = getattr(cls, name, None)
             if o is not None:
                 o.stop() if name != "bus" else o.close()
-        if getattr(cls, "backend", None) is not None:
-            cls.backend.shutdown()
-            cls.backend.server_close()
+        gwtest.stop_backend(getattr(cls, "backend", None))
 
     def parties(self):
         beats = self.bus.since(0, "apim.throttle.tm")
@@ -241,8 +224,8 @@ class TwoGatewayLevelsTest(unittest.TestCase):
         # more per gateway
         row = self.rows["bandwidth"]
         with self.subTest("bandwidth"):
-            self.assertGreaterEqual(row.total() * tc.BODY, BW_LIMIT, row.ok)
-            self.assertLess(row.total() * tc.BODY, BW_LIMIT + 2 * tc.BODY, row.ok)
+            self.assertGreaterEqual(row.total() * gwtest.SIZED_BODY, BW_LIMIT, row.ok)
+            self.assertLess(row.total() * gwtest.SIZED_BODY, BW_LIMIT + 2 * gwtest.SIZED_BODY, row.ok)
             self.assertTrue(all(row.ok.values()), row.ok)
             self.assertTrue(row.other)
             for status, code, retry in row.other:

@@ -12,7 +12,6 @@ import http.client
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -22,8 +21,6 @@ import unittest
 import gwtest
 
 
-MODULE = gwtest.MODULE
-NGINX = gwtest.NGINX
 CTX = "/pizzashack"
 VER = "1.0.0"
 MANY = 250   # distinct resources: more than one message's 200 entries
@@ -33,10 +30,7 @@ class GatewayUsageTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        if not MODULE or not os.path.exists(MODULE):
-            raise unittest.SkipTest("APIM_NGINX_MODULE not built")
-        if not os.path.exists(NGINX):
-            raise unittest.SkipTest("nginx not installed")
+        gwtest.skip_without_module()
         if not gwtest.HAVE_NATS:
             raise unittest.SkipTest("nats-server not installed")
         cls.tmp = tempfile.mkdtemp(prefix="apim-gw-usage-")
@@ -75,65 +69,27 @@ class GatewayUsageTest(unittest.TestCase):
         with open(os.path.join(cls.tmp, "snapshot.json"), "w") as f:
             json.dump(snap, f)
         cls.port = gwtest.free_port()
-        conf = os.path.join(cls.tmp, "nginx.conf")
-        with open(conf, "w") as f:
-            f.write("""
-load_module %(module)s;
-user root;
-daemon off;
-master_process on;
-worker_processes 1;
-error_log %(dir)s/error.log notice;
-pid %(dir)s/nginx.pid;
-events { worker_connections 256; }
-http {
+        cls.nginx = gwtest.start_nginx(cls.tmp, cls.port, gwtest.nginx_conf(cls.tmp, """
     apim_snapshot_file %(dir)s/snapshot.json;
     apim_event_hub_url %(hub)s;
     apim_gateway_label UsageTest;
-    access_log %(dir)s/access.log;
-    client_body_temp_path %(dir)s/body;
-    proxy_temp_path %(dir)s/proxy;
-    fastcgi_temp_path %(dir)s/fastcgi;
-    uwsgi_temp_path %(dir)s/uwsgi;
-    scgi_temp_path %(dir)s/scgi;
     server {
         listen 127.0.0.1:%(port)d;
         location / {
             apim_gateway on;
             proxy_pass $apim_backend$apim_rest$is_args$args;
         }
-    }
-}
-""" % {"module": MODULE, "dir": cls.tmp, "port": cls.port, "hub": cls.nats.url})
-        with open(os.path.join(cls.tmp, "stderr.log"), "w") as err:
-            cls.nginx = subprocess.Popen([NGINX, "-c", conf, "-p", cls.tmp + "/"],
-                                         stdout=subprocess.DEVNULL, stderr=err)
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            if cls.nginx.poll() is not None:
-                raise RuntimeError("nginx exited")
-            try:
-                socket.create_connection(("127.0.0.1", cls.port), 0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+    }""" % {"dir": cls.tmp, "port": cls.port, "hub": cls.nats.url}))
 
     @classmethod
     def tearDownClass(cls):
         if getattr(cls, "nginx", None) is not None and cls.nginx.poll() is None:
-            cls.nginx.send_signal(signal.SIGQUIT)
-            try:
-                cls.nginx.wait(10)
-            except subprocess.TimeoutExpired:
-                cls.nginx.kill()
-                cls.nginx.wait()
+            gwtest.stop_nginx(cls.nginx)
         if getattr(cls, "sub", None) is not None:
             cls.sub.close()
         if getattr(cls, "nats", None) is not None:
             cls.nats.stop()
-        if getattr(cls, "backend", None) is not None:
-            cls.backend.shutdown()
-            cls.backend.server_close()
+        gwtest.stop_backend(getattr(cls, "backend", None))
         if getattr(cls, "tmp", None):
             shutil.rmtree(cls.tmp, ignore_errors=True)
 
