@@ -1005,16 +1005,18 @@ def deploy_publish(c, api_id):
 
 
 def subscribed_app(cp, c, api_id, tier, prefix="ThrApp", app_tier="Unlimited"):
-    """A new application (on app_tier) of c's user subscribed to api_id on
-    tier, with production keys: (its id, an access token from cp)."""
+    """A new application (on app_tier) of c's user subscribed to api_id (or
+    each of a list of ids) on tier, with production keys: (its id, an access
+    token from cp)."""
     r = c.post(DP + "/applications", json={"name": pt.uniq(prefix),
                                            "throttlingPolicy": app_tier})
     assert r.status == 201, r.text
     app = r.json
-    r = c.post(DP + "/subscriptions", json={"applicationId": app["applicationId"],
-                                            "apiId": api_id,
-                                            "throttlingPolicy": tier})
-    assert r.status == 201, r.text
+    for one in [api_id] if isinstance(api_id, str) else api_id:
+        r = c.post(DP + "/subscriptions", json={"applicationId": app["applicationId"],
+                                                "apiId": one,
+                                                "throttlingPolicy": tier})
+        assert r.status == 201, r.text
     r = c.post(DP + "/applications/%s/generate-keys" % app["applicationId"], json={
         "keyType": "PRODUCTION", "grantTypesToBeSupported": ["client_credentials"],
         "callbackUrl": "", "scopes": [], "validityTime": 3600})

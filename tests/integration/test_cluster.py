@@ -167,14 +167,7 @@ class ClusterCase(unittest.TestCase):
                             endpointConfig={"endpoint_type": "http", "production_endpoints": {
                                 "url": "http://127.0.0.1:%d/be" % self.backend.server_port}})
         cls.api_id = api["id"]
-        r = pub.post(pt.APIS + "/%s/revisions" % api["id"], json={"description": "r1"})
-        self.assertEqual(r.status, 201, r)
-        r = pub.post(pt.APIS + "/%s/deploy-revision" % api["id"],
-                     query={"revisionId": r.json["id"]}, json=gwtest.DEFAULT_ENV)
-        self.assertEqual(r.status, 201, r)
-        r = pub.post(pt.PUB + "/apis/change-lifecycle",
-                     query={"apiId": api["id"], "action": "Publish"})
-        self.assertEqual(r.status, 200, r)
+        gwtest.deploy_publish(pub, api["id"])
         cls.path = "/%s/1.0.0/items" % cls.name.lower()
         return api["id"]
 

@@ -146,14 +146,7 @@ class ClusterFailuresTest(unittest.TestCase):
                 "url": "http://127.0.0.1:%d/be" % cls.backend.server_port}}))
         assert r.status == 201, r
         api = r.json
-        r = c.post(pt.APIS + "/%s/revisions" % api["id"], json={"description": "r1"})
-        assert r.status == 201, r
-        r = c.post(pt.APIS + "/%s/deploy-revision" % api["id"],
-                   query={"revisionId": r.json["id"]}, json=gwtest.DEFAULT_ENV)
-        assert r.status == 201, r
-        r = c.post(pt.PUB + "/apis/change-lifecycle",
-                   query={"apiId": api["id"], "action": "Publish"})
-        assert r.status == 200, r
+        gwtest.deploy_publish(c, api["id"])
         return api, "/%s/1.0.0/items" % name.lower()
 
     @classmethod

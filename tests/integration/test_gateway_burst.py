@@ -169,33 +169,9 @@ class AllInOneBurstTest(gwtest.AllInOne, unittest.TestCase):
         name = pt.uniq("GwBurst")
         api = pt.create_api(self, c, name=name, policies=sorted({"Unlimited", tier}),
                             endpointConfig=cfg, **api_fields)
-        r = c.post(pt.APIS + "/%s/revisions" % api["id"], json={"description": "r1"})
-        self.assertEqual(r.status, 201, r)
-        r = c.post(pt.APIS + "/%s/deploy-revision" % api["id"],
-                   query={"revisionId": r.json["id"]}, json=gwtest.DEFAULT_ENV)
-        self.assertEqual(r.status, 201, r)
-        r = c.post(pt.PUB + "/apis/change-lifecycle",
-                   query={"apiId": api["id"], "action": "Publish"})
-        self.assertEqual(r.status, 200, r)
-        r = c.post(gwtest.DP + "/applications", json={"name": pt.uniq("BurstApp"),
-                                                  "throttlingPolicy": "Unlimited"})
-        self.assertEqual(r.status, 201, r)
-        app = r.json
-        r = c.post(gwtest.DP + "/subscriptions", json={"applicationId": app["applicationId"],
-                                                   "apiId": api["id"],
-                                                   "throttlingPolicy": tier})
-        self.assertEqual(r.status, 201, r.text)
-        r = c.post(gwtest.DP + "/applications/%s/generate-keys" % app["applicationId"], json={
-            "keyType": "PRODUCTION", "grantTypesToBeSupported": ["client_credentials"],
-            "callbackUrl": "", "scopes": [], "validityTime": 3600})
-        self.assertEqual(r.status, 200, r)
-        keys = r.json
-        r = self.srv.client(None).post(
-            "/oauth2/token", data="grant_type=client_credentials", content_type=gwtest.FORM,
-            headers={"Authorization": gwtest.basic(keys["consumerKey"],
-                                               keys["consumerSecret"])})
-        self.assertEqual(r.status, 200, r)
-        return name, {"Authorization": "Bearer " + r.json["access_token"]}
+        gwtest.deploy_publish(c, api["id"])
+        _, token = gwtest.subscribed_app(self.srv, c, api["id"], tier, "BurstApp")
+        return name, {"Authorization": "Bearer " + token}
 
     def test_max_tps_from_the_publisher(self):
         name, auth = self.deploy("Unlimited", maxTps={"production": 2,

@@ -263,37 +263,13 @@ class ClusterCustomTest(unittest.TestCase):
                             policies=["Bw10KBPerHour", "Unlimited"],
                             endpointConfig={"endpoint_type": "http", "production_endpoints": {
                                 "url": "http://127.0.0.1:%d/be" % cls.backend.server_port}})
-        r = c.post(pt.APIS + "/%s/revisions" % api["id"], json={"description": "r1"})
-        assert r.status == 201, r.text
-        r = c.post(pt.APIS + "/%s/deploy-revision" % api["id"],
-                   query={"revisionId": r.json["id"]}, json=gwtest.DEFAULT_ENV)
-        assert r.status == 201, r.text
-        r = c.post(pt.PUB + "/apis/change-lifecycle",
-                   query={"apiId": api["id"], "action": "Publish"})
-        assert r.status == 200, r.text
+        gwtest.deploy_publish(c, api["id"])
         return name, api["id"]
 
     @classmethod
     def subscribed_token(cls, c, tier="Unlimited"):
-        r = c.post(gwtest.DP + "/applications", json={"name": pt.uniq("CustApp"),
-                                                  "throttlingPolicy": "Unlimited"})
-        assert r.status == 201, r.text
-        app = r.json
-        for _, api_id in cls.apis:
-            r = c.post(gwtest.DP + "/subscriptions", json={"applicationId": app["applicationId"],
-                                                       "apiId": api_id,
-                                                       "throttlingPolicy": tier})
-            assert r.status == 201, r.text
-        r = c.post(gwtest.DP + "/applications/%s/generate-keys" % app["applicationId"], json={
-            "keyType": "PRODUCTION", "grantTypesToBeSupported": ["client_credentials"],
-            "callbackUrl": "", "scopes": [], "validityTime": 3600})
-        assert r.status == 200, r.text
-        keys = r.json
-        r = cls.cp.client(None).post(
-            "/oauth2/token", data="grant_type=client_credentials", content_type=gwtest.FORM,
-            headers={"Authorization": gwtest.basic(keys["consumerKey"], keys["consumerSecret"])})
-        assert r.status == 200, r.text
-        return r.json["access_token"]
+        return gwtest.subscribed_app(cls.cp, c, [api_id for _, api_id in cls.apis], tier,
+                                     "CustApp")[1]
 
     @classmethod
     def tearDownClass(cls):

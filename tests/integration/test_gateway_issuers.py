@@ -157,14 +157,7 @@ class GatewayIssuersTest(unittest.TestCase):
         assert r.status == 201, r
         api = r.json
         cls.path = "/%s/1.0.0/items" % name.lower()
-        r = c.post(pt.APIS + "/%s/revisions" % api["id"], json={"description": "r1"})
-        assert r.status == 201, r
-        r = c.post(pt.APIS + "/%s/deploy-revision" % api["id"],
-                   query={"revisionId": r.json["id"]}, json=gwtest.DEFAULT_ENV)
-        assert r.status == 201, r
-        r = c.post(pt.PUB + "/apis/change-lifecycle",
-                   query={"apiId": api["id"], "action": "Publish"})
-        assert r.status == 200, r
+        gwtest.deploy_publish(c, api["id"])
         r = c.post(DP + "/applications", json={"name": pt.uniq("IdpApp"),
                                                "throttlingPolicy": "Unlimited"})
         assert r.status == 201, r

@@ -239,14 +239,7 @@ class ClusterMetricsTest(unittest.TestCase):
                           endpointConfig={"endpoint_type": "http", "production_endpoints": {
                               "url": "http://127.0.0.1:%d/be" % cls.backend.server_port}})
         cls.api_id = a["id"]
-        r = c.post(pt.APIS + "/%s/revisions" % a["id"], json={"description": "r1"})
-        assert r.status == 201, r.text
-        r = c.post(pt.APIS + "/%s/deploy-revision" % a["id"],
-                   query={"revisionId": r.json["id"]}, json=gwtest.DEFAULT_ENV)
-        assert r.status == 201, r.text
-        r = c.post(pt.PUB + "/apis/change-lifecycle",
-                   query={"apiId": a["id"], "action": "Publish"})
-        assert r.status == 200, r.text
+        gwtest.deploy_publish(c, a["id"])
         cls.api_id = a["id"]
         _, cls.token = gwtest.subscribed_app(cls.cp, c, cls.api_id, "Met1000PerHour")
         cls.tm = gwtest.start_tm(cls.nats.url, cls.cp.base_url, CRED)

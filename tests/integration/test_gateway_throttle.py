@@ -332,14 +332,7 @@ class ClusterTest(unittest.TestCase):
                             endpointConfig={"endpoint_type": "http", "production_endpoints": {
                                 "url": "http://127.0.0.1:%d/be" % cls.backend.server_port}})
         cls.api_id = api["id"]
-        r = c.post(pt.APIS + "/%s/revisions" % api["id"], json={"description": "r1"})
-        assert r.status == 201, r.text
-        r = c.post(pt.APIS + "/%s/deploy-revision" % api["id"],
-                   query={"revisionId": r.json["id"]}, json=gwtest.DEFAULT_ENV)
-        assert r.status == 201, r.text
-        r = c.post(pt.PUB + "/apis/change-lifecycle",
-                   query={"apiId": api["id"], "action": "Publish"})
-        assert r.status == 200, r.text
+        gwtest.deploy_publish(c, api["id"])
         cls.apps = [cls.subscribed_app(c) for _ in range(2)]
         cls.soft_app = cls.subscribed_app(c, "Thr4Soft")
         cls.tm = cls.start_tm()

@@ -140,14 +140,7 @@ class TwoGatewayLevelsTest(unittest.TestCase):
                             endpointConfig={"endpoint_type": "http", "production_endpoints": {
                                 "url": "http://127.0.0.1:%d/be" % cls.backend.server_port}},
                             **kw)
-        r = c.post(pt.APIS + "/%s/revisions" % api["id"], json={"description": "r1"})
-        assert r.status == 201, r.text
-        r = c.post(pt.APIS + "/%s/deploy-revision" % api["id"],
-                   query={"revisionId": r.json["id"]}, json=gwtest.DEFAULT_ENV)
-        assert r.status == 201, r.text
-        r = c.post(pt.PUB + "/apis/change-lifecycle",
-                   query={"apiId": api["id"], "action": "Publish"})
-        assert r.status == 200, r.text
+        gwtest.deploy_publish(c, api["id"])
         return name, api["id"]
 
     @classmethod
