@@ -309,6 +309,15 @@ def jwt(key_path, client, sub="alice", jti=None, exp_in=3600, kid=KID, iss=ISSUE
     return sign_jwt(key_path, header, claims)
 
 
+def simple_api(n, context, ec, auth="None", prefix="33333333", name="Api"):
+    """A snapshot API n: version v1, GET /* with auth, endpoint config ec."""
+    return {"id": "%s-aaaa-4aaa-8aaa-%012d" % (prefix, n), "name": "%s%d" % (name, n),
+            "context": context, "version": "v1", "isDefaultVersion": False,
+            "lifeCycleStatus": "PUBLISHED", "endpointConfig": ec, "policies": [],
+            "operations": [{"target": "/*", "verb": "GET", "authType": auth,
+                            "scopes": []}]}
+
+
 # ---- nginx with the module ------------------------------------------------
 
 def skip_without_module():

@@ -65,11 +65,7 @@ UPSTREAM_FAILED = 'apim_gateway_requests_total{outcome="upstream_failed"}'
 
 
 def api(n, context, ec, auth="None"):
-    return {"id": "44444444-aaaa-4aaa-8aaa-%012d" % n, "name": "MApi%d" % n,
-            "context": context, "version": "v1", "isDefaultVersion": False,
-            "lifeCycleStatus": "PUBLISHED", "endpointConfig": ec, "policies": [],
-            "operations": [{"target": "/*", "verb": "GET", "authType": auth,
-                            "scopes": []}]}
+    return gwtest.simple_api(n, context, ec, auth, prefix="44444444", name="MApi")
 
 
 class ModuleMetricsTest(unittest.TestCase):

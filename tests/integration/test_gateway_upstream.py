@@ -23,7 +23,7 @@ import threading
 import unittest
 
 import gwtest
-from gwtest import free_port
+from gwtest import free_port, simple_api as api
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -100,14 +100,6 @@ class Silent:
         self.sock.close()
         for c in self.held:
             c.close()
-
-
-def api(n, context, ec, auth="None"):
-    return {"id": "33333333-aaaa-4aaa-8aaa-%012d" % n, "name": "Api%d" % n,
-            "context": context, "version": "v1", "isDefaultVersion": False,
-            "lifeCycleStatus": "PUBLISHED", "endpointConfig": ec, "policies": [],
-            "operations": [{"target": "/*", "verb": "GET", "authType": auth,
-                            "scopes": []}]}
 
 
 class GatewayUpstreamTest(unittest.TestCase):
