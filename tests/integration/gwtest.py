@@ -405,7 +405,45 @@ def stop_nginx(proc):
 
 # ---- nginx + module on a snapshot file: the PizzaShack fixture ------------
 
-class PizzaGateway:
+class SnapshotGateway:
+    """A mixin for unittest.TestCase classes with nginx and the module on
+    cls.snapshot_path (cls.tmp, cls.port): atomic snapshot writes, logs and
+    calls (status, lower-case headers, body)."""
+
+    @classmethod
+    def write_snapshot(cls, snap):
+        tmp = cls.snapshot_path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(snap, f)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, cls.snapshot_path)
+
+    @classmethod
+    def read_log(cls, name):
+        return read_log(cls.tmp, name)
+
+    def call(self, method, path, token=None, headers=None, body=None):
+        h = dict(headers or {})
+        if token is not None:
+            h["Authorization"] = "Bearer " + token
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            c.request(method, path, body=body, headers=h)
+            r = c.getresponse()
+            data = r.read()
+            return r.status, {k.lower(): v for k, v in r.getheaders()}, data
+        finally:
+            c.close()
+
+    def assert_backend(self, res, label="production"):
+        st, _, body = res
+        self.assertEqual(st, 200, body)
+        doc = json.loads(body)
+        self.assertEqual(doc["backend"], label)
+        return doc
+
+
+class PizzaGateway(SnapshotGateway):
     """A mixin for unittest.TestCase classes: nginx with the module reading
     tmp/snapshot.json (PizzaShack 1.0.0/2.0.0, a blocked API, App1/App2, the
     RSA and EC keys of our Key Manager), a production and a sandbox backend;
@@ -493,18 +531,6 @@ class PizzaGateway:
                              "jwks": {"keys": [cls.jwk, cls.ec_jwk]}}],
         }
 
-    @classmethod
-    def write_snapshot(cls, snap):
-        tmp = cls.snapshot_path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(snap, f)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, cls.snapshot_path)
-
-    @classmethod
-    def read_log(cls, name):
-        return read_log(cls.tmp, name)
-
     def token(self, client=PROD_KEY, scope="default", exp_in=3600, nbf_in=None,
               jti="jti-%d" % 0, kid=KID, iss=ISSUER, tamper=False, ec=False,
               alg=None):
@@ -520,19 +546,6 @@ class PizzaGateway:
         return sign_jwt(self.ec_key if ec else self.key, header, claims,
                         ec=ec, tamper=tamper)
 
-    def call(self, method, path, token=None, headers=None, body=None):
-        h = dict(headers or {})
-        if token is not None:
-            h["Authorization"] = "Bearer " + token
-        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            c.request(method, path, body=body, headers=h)
-            r = c.getresponse()
-            data = r.read()
-            return r.status, {k.lower(): v for k, v in r.getheaders()}, data
-        finally:
-            c.close()
-
     def assert_fault(self, res, status, code):
         st, headers, body = res
         self.assertEqual(st, status, body)
@@ -541,13 +554,6 @@ class PizzaGateway:
         self.assertEqual(doc["code"], code)
         self.assertTrue(doc["message"])
         self.assertIn("description", doc)
-        return doc
-
-    def assert_backend(self, res, label="production"):
-        st, _, body = res
-        self.assertEqual(st, 200, body)
-        doc = json.loads(body)
-        self.assertEqual(doc["backend"], label)
         return doc
 
 
