@@ -124,8 +124,8 @@ class TwoGatewayLevelsTest(unittest.TestCase):
         cls.sub_path = "/%s/1.0.0/items" % api_name.lower()
         for g in cls.gws:
             for row in cls.rows.values():
-                ok = gwtest.wait_for(lambda: gwtest.call(g.port, row.path, "not-a-token")[0] == 401,
-                                 20, 0.1)
+                ok = gwtest.wait_for(
+                    lambda: gwtest.call(g.port, row.path, "not-a-token")[0] == 401, 20, 0.1)
                 assert ok, "gateway %d does not serve %s" % (g.port, row.path)
 
     @classmethod
@@ -218,7 +218,8 @@ class TwoGatewayLevelsTest(unittest.TestCase):
         row = self.rows["bandwidth"]
         with self.subTest("bandwidth"):
             self.assertGreaterEqual(row.total() * gwtest.SIZED_BODY, BW_LIMIT, row.ok)
-            self.assertLess(row.total() * gwtest.SIZED_BODY, BW_LIMIT + 2 * gwtest.SIZED_BODY, row.ok)
+            self.assertLess(row.total() * gwtest.SIZED_BODY,
+                            BW_LIMIT + 2 * gwtest.SIZED_BODY, row.ok)
             self.assertTrue(all(row.ok.values()), row.ok)
             self.assertTrue(row.other)
             for status, code, retry in row.other:
