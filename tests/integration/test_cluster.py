@@ -28,8 +28,7 @@ import unittest
 import urllib.parse
 
 import apimtest
-import test_gateway_module as gm
-import test_gateway_profile as gp
+import gwtest
 import test_publisher as pt
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -48,9 +47,9 @@ def skip_reason():
     if not apimtest.is_postgresql():
         return ("the cluster runs its own PostgreSQL (deploy/postgresql): "
                 "run in the PostgreSQL pass only")
-    if not os.path.exists(gp.NGINX):
+    if not os.path.exists(gwtest.NGINX):
         return "nginx not installed"
-    if gp.module_path() is None:
+    if gwtest.module_path() is None:
         return "ngx_http_apim_module.so not built"
     if shutil.which("nats-server") is None:
         return "nats-server not installed"
@@ -118,7 +117,7 @@ class ClusterCase(unittest.TestCase):
         cls.root = tempfile.mkdtemp(prefix="apimcluster-")
         cls.failed = False
         cls.cluster = apimcluster.Cluster(
-            cls.root, apimd=apimtest.apimd_path(), module=gp.module_path(),
+            cls.root, apimd=apimtest.apimd_path(), module=gwtest.module_path(),
             extra_conf={"control-plane": {"security": {"argon2_memlimit_kb": 8192,
                                                        "argon2_opslimit": 1}}}, **kw)
         try:
@@ -129,7 +128,7 @@ class ClusterCase(unittest.TestCase):
             raise
         sys.stderr.write("\n[cluster] %d nodes ready in %.1f s\n" % (
             len(cls.cluster.nodes), cls.cluster.started_in))
-        cls.backend = gm.start_backend("cluster")
+        cls.backend = gwtest.start_backend("cluster")
         return cls.cluster
 
     @classmethod
@@ -148,9 +147,7 @@ class ClusterCase(unittest.TestCase):
     def tearDownClass(cls):
         if cls.cluster is None:
             return
-        if getattr(cls, "backend", None) is not None:
-            cls.backend.shutdown()
-            cls.backend.server_close()
+        gwtest.stop_backend(getattr(cls, "backend", None))
         problems = cls._stop()
         if problems:
             raise AssertionError("; ".join(problems))
@@ -170,14 +167,7 @@ class ClusterCase(unittest.TestCase):
                             endpointConfig={"endpoint_type": "http", "production_endpoints": {
                                 "url": "http://127.0.0.1:%d/be" % self.backend.server_port}})
         cls.api_id = api["id"]
-        r = pub.post(pt.APIS + "/%s/revisions" % api["id"], json={"description": "r1"})
-        self.assertEqual(r.status, 201, r)
-        r = pub.post(pt.APIS + "/%s/deploy-revision" % api["id"],
-                     query={"revisionId": r.json["id"]}, json=gp.DEFAULT_ENV)
-        self.assertEqual(r.status, 201, r)
-        r = pub.post(pt.PUB + "/apis/change-lifecycle",
-                     query={"apiId": api["id"], "action": "Publish"})
-        self.assertEqual(r.status, 200, r)
+        gwtest.deploy_publish(pub, api["id"])
         cls.path = "/%s/1.0.0/items" % cls.name.lower()
         return api["id"]
 
@@ -209,7 +199,7 @@ class ClusterCase(unittest.TestCase):
         keys = r.json
         r = token_client.post(
             "/oauth2/token", data="grant_type=client_credentials", content_type=FORM,
-            headers={"Authorization": gp.basic(keys["consumerKey"], keys["consumerSecret"])})
+            headers={"Authorization": gwtest.basic(keys["consumerKey"], keys["consumerSecret"])})
         self.assertEqual(r.status, 200, r)
         return app, keys, r.json["access_token"]
 
@@ -334,14 +324,14 @@ class ClusterEndToEndTest(ClusterCase):
         # through the load balancer: served, by both gateways
         self.wait_served(cls.token)
         marker = pt.uniq("probe")
-        gm.Backend.seen.clear()
+        gwtest.Backend.seen.clear()
         for i in range(10):
             status, js, _ = call(c.gateway_url, "%s?m=%s-%d" % (cls.path, marker, i), cls.token)
             self.assertEqual(status, 200, js)
             self.assertEqual(js["backend"], "cluster")
             self.assertEqual(js["path"], "/be/items?m=%s-%d" % (marker, i))
             self.assertNotIn("authorization", js["headers"])
-        self.assertEqual(len([s for s in gm.Backend.seen if marker in s["path"]]), 10)
+        self.assertEqual(len([s for s in gwtest.Backend.seen if marker in s["path"]]), 10)
         served = {}
         for g in self.gws:
             self.assertTrue(wait_for(lambda: any(marker in e["uri"] for e in access_log(g)), 5))
@@ -398,7 +388,7 @@ class ClusterEndToEndTest(ClusterCase):
         r = apimtest.Client(self.cp1.url).post(
             "/oauth2/revoke", data=urllib.parse.urlencode({"token": cls.token}),
             content_type=FORM,
-            headers={"Authorization": gp.basic(cls.keys["consumerKey"],
+            headers={"Authorization": gwtest.basic(cls.keys["consumerKey"],
                                                cls.keys["consumerSecret"])})
         self.assertEqual(r.status, 200, r)
         for g in self.gws:
@@ -412,7 +402,7 @@ class ClusterEndToEndTest(ClusterCase):
         # a new token works again
         r = apimtest.Client(self.cp1.url).post(
             "/oauth2/token", data="grant_type=client_credentials", content_type=FORM,
-            headers={"Authorization": gp.basic(cls.keys["consumerKey"],
+            headers={"Authorization": gwtest.basic(cls.keys["consumerKey"],
                                                cls.keys["consumerSecret"])})
         self.assertEqual(r.status, 200, r)
         fresh = r.json["access_token"]
@@ -425,7 +415,7 @@ class ClusterEndToEndTest(ClusterCase):
         c = self.cluster
         r = apimtest.Client(self.cp1.url).post(
             "/oauth2/token", data="grant_type=client_credentials", content_type=FORM,
-            headers={"Authorization": gp.basic(self.keys["consumerKey"],
+            headers={"Authorization": gwtest.basic(self.keys["consumerKey"],
                                                self.keys["consumerSecret"])})
         self.assertEqual(r.status, 200, r)
         token = r.json["access_token"]

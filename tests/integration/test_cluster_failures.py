@@ -32,11 +32,9 @@ import time
 import unittest
 
 import apimtest
+import gwtest
 import test_cluster as tc
-import test_gateway_module as gm
-import test_gateway_profile as gp
 import test_publisher as pt
-import test_traffic_manager as ttm
 
 apimcluster = tc.apimcluster
 DP = tc.DP
@@ -75,13 +73,13 @@ class ClusterFailuresTest(unittest.TestCase):
         cls.root = tempfile.mkdtemp(prefix="apimcluster-fail-")
         cls.failed = False
         cls.cluster = apimcluster.Cluster(
-            cls.root, apimd=apimtest.apimd_path(), module=gp.module_path(), gateway_hub="all",
+            cls.root, apimd=apimtest.apimd_path(), module=gwtest.module_path(), gateway_hub="all",
             extra_conf={"control-plane": {"security": {"argon2_memlimit_kb": 8192,
                                                        "argon2_opslimit": 1}}})
         cls.backend = None
         try:
             cls.cluster.start()
-            cls.backend = gm.start_backend("cluster")
+            cls.backend = gwtest.start_backend("cluster")
             cls.setup_api()
         except Exception:
             cls.failed = True
@@ -148,14 +146,7 @@ class ClusterFailuresTest(unittest.TestCase):
                 "url": "http://127.0.0.1:%d/be" % cls.backend.server_port}}))
         assert r.status == 201, r
         api = r.json
-        r = c.post(pt.APIS + "/%s/revisions" % api["id"], json={"description": "r1"})
-        assert r.status == 201, r
-        r = c.post(pt.APIS + "/%s/deploy-revision" % api["id"],
-                   query={"revisionId": r.json["id"]}, json=gp.DEFAULT_ENV)
-        assert r.status == 201, r
-        r = c.post(pt.PUB + "/apis/change-lifecycle",
-                   query={"apiId": api["id"], "action": "Publish"})
-        assert r.status == 200, r
+        gwtest.deploy_publish(c, api["id"])
         return api, "/%s/1.0.0/items" % name.lower()
 
     @classmethod
@@ -174,7 +165,7 @@ class ClusterFailuresTest(unittest.TestCase):
         keys = r.json
         r = apimtest.Client(cls.cluster.control_plane_url).post(
             "/oauth2/token", data="grant_type=client_credentials", content_type=FORM,
-            headers={"Authorization": gp.basic(keys["consumerKey"], keys["consumerSecret"])})
+            headers={"Authorization": gwtest.basic(keys["consumerKey"], keys["consumerSecret"])})
         assert r.status == 200, r
         return r.json["access_token"]
 
@@ -331,11 +322,11 @@ class ClusterFailuresTest(unittest.TestCase):
             c.kill(victim)
             try:
                 r = lb.post(pt.APIS + "/%s/undeploy-revision" % api["id"],
-                            query={"revisionId": rev}, json=gp.DEFAULT_ENV)
+                            query={"revisionId": rev}, json=gwtest.DEFAULT_ENV)
                 self.assertEqual(r.status, 201, r)
                 self.wait_served(path, token, status=403)
                 r = lb.post(pt.APIS + "/%s/deploy-revision" % api["id"],
-                            query={"revisionId": rev}, json=gp.DEFAULT_ENV)
+                            query={"revisionId": rev}, json=gwtest.DEFAULT_ENV)
                 self.assertEqual(r.status, 201, r)
                 self.wait_served(path, token)
             finally:
@@ -350,7 +341,7 @@ class ClusterFailuresTest(unittest.TestCase):
         LIMIT per hour still admits at most LIMIT across both gateways
         (each alone would admit LIMIT)."""
         c = self.cluster
-        bus = ttm.Nats(c.node("nats1").port, subjects=("apim.throttle.tm",))
+        bus = gwtest.Nats(c.node("nats1").port, subjects=("apim.throttle.tm",))
         try:
             beat = bus.wait_for(lambda s, b: b.get("leader"), timeout=10)
         finally:

@@ -10,11 +10,8 @@ protocol), so that the test does not share code with the server's libnats.
 """
 
 import base64
-import json
 import os
-import shutil
 import socket
-import subprocess
 import threading
 import time
 import unittest
@@ -22,6 +19,7 @@ import urllib.parse
 
 import apimtest
 import test_publisher as pt
+from gwtest import HAVE_NATS, NatsServer, NatsSub, basic, claims_of
 
 APIS = pt.APIS
 PUB = pt.PUB
@@ -32,39 +30,6 @@ CRED = "gw-cred-" + base64.b32encode(os.urandom(10)).decode().lower()
 DEFAULT_ENV = [{"name": "Default", "vhost": "localhost", "displayOnDevportal": True}]
 FORM = "application/x-www-form-urlencoded"
 
-HAVE_NATS = shutil.which("nats-server") is not None
-
-
-class NatsServer:
-    """A nats-server child on 127.0.0.1:port (a fixed port across restarts)."""
-
-    def __init__(self, port=None):
-        self.port = port or apimtest.unused_port()
-        self.proc = None
-
-    def start(self):
-        self.proc = subprocess.Popen(["nats-server", "-a", "127.0.0.1", "-p", str(self.port)],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL,
-                                     preexec_fn=apimtest._child_setup)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return self
-            except OSError:
-                time.sleep(0.01)
-        raise RuntimeError("nats-server did not start on port %d" % self.port)
-
-    def stop(self):
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(10)
-            self.proc = None
-
-    @property
-    def url(self):
-        return "nats://127.0.0.1:%d" % self.port
 
 
 class GateProxy:
@@ -124,106 +89,9 @@ class GateProxy:
         return "nats://127.0.0.1:%d" % self.port
 
 
-class NatsSub:
-    """Subscribes to apim.> and collects (subject, json body) in arrival order."""
-
-    def __init__(self, port, connect_timeout=10, skip_throttle=None):
-        # change events only, unless subscribing to apim.throttle.* on purpose
-        self.skip_throttle = skip_throttle
-        deadline = time.monotonic() + connect_timeout
-        while True:
-            try:
-                self.sock = socket.create_connection(("127.0.0.1", port), timeout=1)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.005)
-        self.sock.settimeout(None)
-        self.f = self.sock.makefile("rb")
-        info = self.f.readline()
-        if not info.startswith(b"INFO "):
-            raise RuntimeError("not a NATS server: %r" % info)
-        self.msgs = []
-        self.cond = threading.Condition()
-        self.pong = threading.Event()
-        self.closed = False
-        self.sock.sendall(b'CONNECT {"verbose":false,"pedantic":false}\r\n'
-                          b'SUB apim.> 1\r\nPING\r\n')
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-        if not self.pong.wait(10):
-            raise RuntimeError("no PONG from nats-server")
-
-    def _read(self):
-        try:
-            while True:
-                line = self.f.readline()
-                if not line:
-                    break
-                if line.startswith(b"MSG "):
-                    parts = line.split()
-                    size = int(parts[-1])
-                    payload = self.f.read(size + 2)[:size]
-                    if self.skip_throttle and parts[1].startswith(b"apim.throttle."):
-                        continue  # rate limiting traffic, not change events
-                    with self.cond:
-                        self.msgs.append((parts[1].decode(), json.loads(payload)))
-                        self.cond.notify_all()
-                elif line.startswith(b"PING"):
-                    self.sock.sendall(b"PONG\r\n")
-                elif line.startswith(b"PONG"):
-                    self.pong.set()
-        except (OSError, ValueError):
-            pass
-        with self.cond:
-            self.closed = True
-            self.cond.notify_all()
-
-    def close(self):
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.sock.close()
-
-    def wait_for(self, pred, timeout=5):
-        """The first (subject, body) matching pred; fails after timeout."""
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while True:
-                for m in self.msgs:
-                    if pred(*m):
-                        return m
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError("no matching NATS message within %.1f s; got %r"
-                                         % (timeout, self.msgs[-20:]))
-                self.cond.wait(left)
-
-    def changes(self):
-        """Change events (not heartbeats), deduplicated by seq, in seq order."""
-        with self.cond:
-            seen = {}
-            for subj, body in self.msgs:
-                if subj != "apim.notify.heartbeat":
-                    seen.setdefault(body["seq"], (subj, body))
-            return [seen[k] for k in sorted(seen)]
-
-
 def gw(srv, path, cred=CRED, query=None):
     headers = {} if cred is None else {"X-APIM-Gateway-Credential": cred}
     return srv.client(None).get(path, query=query, headers=headers)
-
-
-def basic(user, password):
-    raw = "%s:%s" % (urllib.parse.quote(user, safe=""), urllib.parse.quote(password, safe=""))
-    return "Basic " + base64.b64encode(raw.encode()).decode()
-
-
-def claims_of(jwt):
-    part = jwt.split(".")[1]
-    return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
 
 
 _env = {}

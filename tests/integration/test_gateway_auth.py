@@ -12,23 +12,16 @@ import hashlib
 import http.client
 import json
 import os
-import re
 import shutil
-import signal
-import socket
 import subprocess
 import tempfile
 import time
 import unittest
 
-from test_gateway_module import (Backend, b64url, free_port, rsa_jwk,
-                                 start_backend)
+import gwtest
+from gwtest import ISSUER, KID, Backend, b64url, start_backend
 
-MODULE = os.environ.get("APIM_NGINX_MODULE", "")
-NGINX = os.environ.get("APIM_NGINX", "/usr/sbin/nginx")
-
-ISSUER = "https://127.0.0.1:9443/oauth2/token"
-KID = "gw-test-key"
+CRED = "gw-auth-" + base64.b32encode(os.urandom(10)).decode().lower()
 PROD_KEY = "authProdConsumerKey1"
 SAND_KEY = "authSandConsumerKey1"
 PIZZA_ID = "33333333-aaaa-4aaa-8aaa-000000000001"
@@ -87,19 +80,16 @@ def rs256_valid(tmp, pub, jwt):
     return r.returncode == 0
 
 
-class GatewayAuthTest(unittest.TestCase):
+class GatewayAuthTest(gwtest.SnapshotGateway, unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        if not MODULE or not os.path.exists(MODULE):
-            raise unittest.SkipTest("APIM_NGINX_MODULE not built")
-        if not os.path.exists(NGINX):
-            raise unittest.SkipTest("nginx not installed")
+        gwtest.skip_without_module()
         cls.tmp = tempfile.mkdtemp(prefix="apim-gw-auth-")
         os.chmod(cls.tmp, 0o755)
         cls.prod = start_backend("production")
         cls.sand = start_backend("sandbox")
-        cls.key, cls.jwk = rsa_jwk(cls.tmp)
+        cls.key, cls.jwk = gwtest.rsa_jwk(cls.tmp)
         cls.backend_key = os.path.join(cls.tmp, "backend-jwt.pem")
         subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt",
                         "rsa_keygen_bits:2048", "-out", cls.backend_key],
@@ -108,23 +98,15 @@ class GatewayAuthTest(unittest.TestCase):
         cls.snapshot_path = os.path.join(cls.tmp, "snapshot.json")
         cls.snapshot = cls.base_snapshot()
         cls.write_snapshot(cls.snapshot)
-        cls.port = free_port()
+        cls.port = gwtest.free_port()
         cls.start_nginx()
 
     @classmethod
     def tearDownClass(cls):
         if getattr(cls, "nginx", None) is not None and cls.nginx.poll() is None:
-            cls.nginx.send_signal(signal.SIGQUIT)
-            try:
-                cls.nginx.wait(10)
-            except subprocess.TimeoutExpired:
-                cls.nginx.kill()
-                cls.nginx.wait()
+            gwtest.stop_nginx(cls.nginx)
         for b in ("prod", "sand"):
-            srv = getattr(cls, b, None)
-            if srv is not None:
-                srv.shutdown()
-                srv.server_close()
+            gwtest.stop_backend(getattr(cls, b, None))
         if getattr(cls, "tmp", None) and not os.environ.get("APIM_KEEP_TMP"):
             shutil.rmtree(cls.tmp, ignore_errors=True)
 
@@ -193,37 +175,11 @@ class GatewayAuthTest(unittest.TestCase):
         }
 
     @classmethod
-    def write_snapshot(cls, snap):
-        tmp = cls.snapshot_path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(snap, f)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, cls.snapshot_path)
-
-    @classmethod
     def start_nginx(cls):
-        conf = os.path.join(cls.tmp, "nginx.conf")
-        with open(conf, "w") as f:
-            f.write("""
-load_module %(module)s;
-user root;
-daemon off;
-master_process on;
-worker_processes 1;
-error_log %(dir)s/error.log notice;
-pid %(dir)s/nginx.pid;
-events { worker_connections 256; }
-http {
+        cls.nginx = gwtest.start_nginx(cls.tmp, cls.port, gwtest.nginx_conf(cls.tmp, """
     apim_snapshot_file %(dir)s/snapshot.json;
     apim_backend_jwt on;
     apim_backend_jwt_key %(dir)s/backend-jwt.pem;
-    log_format apim '$status "$apim_fault_code" $request_uri';
-    access_log %(dir)s/access.log apim;
-    client_body_temp_path %(dir)s/body;
-    proxy_temp_path %(dir)s/proxy;
-    fastcgi_temp_path %(dir)s/fastcgi;
-    uwsgi_temp_path %(dir)s/uwsgi;
-    scgi_temp_path %(dir)s/scgi;
     server {
         listen 127.0.0.1:%(port)d;
         apim_gateway on;
@@ -242,42 +198,12 @@ http {
         location = /jwks {
             apim_jwks;
         }
-    }
-}
-""" % {"module": MODULE, "dir": cls.tmp, "port": cls.port})
-        with open(os.path.join(cls.tmp, "stderr.log"), "w") as err:
-            cls.nginx = subprocess.Popen([NGINX, "-c", conf, "-p", cls.tmp + "/"],
-                                         stdout=subprocess.DEVNULL, stderr=err)
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            if cls.nginx.poll() is not None:
-                raise RuntimeError("nginx exited: %s" % cls.read_log("stderr.log")
-                                   + cls.read_log("error.log"))
-            try:
-                socket.create_connection(("127.0.0.1", cls.port), 0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("nginx did not listen")
-
-    @classmethod
-    def read_log(cls, name):
-        try:
-            with open(os.path.join(cls.tmp, name), errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
+    }""" % {"dir": cls.tmp, "port": cls.port},
+            log_format='$status "$apim_fault_code" $request_uri'))
 
     def sign(self, claims, kid=KID, tamper=False):
         header = {"alg": "RS256", "typ": "JWT", "kid": kid}
-        signing_input = (b64url(json.dumps(header).encode()) + "." +
-                         b64url(json.dumps(claims).encode()))
-        sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", self.key],
-                             input=signing_input.encode(), check=True,
-                             capture_output=True).stdout
-        if tamper:
-            sig = bytes([sig[0] ^ 1]) + sig[1:]
-        return signing_input + "." + b64url(sig)
+        return gwtest.sign_jwt(self.key, header, claims, tamper=tamper)
 
     def token(self, client=PROD_KEY, scope="default", exp_in=3600, jti="tok-1",
               **extra):
@@ -306,19 +232,6 @@ http {
         claims.update(extra)
         return self.sign(claims, tamper=tamper)
 
-    def call(self, method, path, token=None, headers=None, body=None):
-        h = dict(headers or {})
-        if token is not None:
-            h["Authorization"] = "Bearer " + token
-        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            c.request(method, path, body=body, headers=h)
-            r = c.getresponse()
-            data = r.read()
-            return r.status, {k.lower(): v for k, v in r.getheaders()}, data
-        finally:
-            c.close()
-
     def assert_fault(self, res, status, code):
         st, headers, body = res
         self.assertEqual(st, status, body)
@@ -326,13 +239,6 @@ http {
         doc = json.loads(body)
         self.assertEqual(doc["code"], code, doc)
         self.assertTrue(doc["message"])
-        return doc
-
-    def assert_backend(self, res, label="production"):
-        st, _, body = res
-        self.assertEqual(st, 200, body)
-        doc = json.loads(body)
-        self.assertEqual(doc["backend"], label)
         return doc
 
     def assert_refused_unseen(self, res, status, code):
@@ -690,20 +596,18 @@ class GatewayApiKeyEndToEndTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         import apimtest
-        import test_events as te
-        import test_gateway_feed as tgf
         import test_publisher as pt
-        if not tgf.HAVE_ALL:
+        if not gwtest.HAVE_ALL:
             raise unittest.SkipTest("needs APIM_NGINX_MODULE, nginx and nats-server")
         cls.nats = cls.srv = cls.gw = cls.backend = None
         try:
-            cls.nats = te.NatsServer().start()
+            cls.nats = gwtest.NatsServer().start()
             cls.srv = apimtest.ApimServer(conf={"event_hub": {"url": cls.nats.url},
-                                                "gateway": {"credential": tgf.CRED}})
+                                                "gateway": {"credential": CRED}})
             cls.srv.start()
             cls.backend = start_backend("production")
-            cls.gw = tgf.Nginx(cls.srv.base_url, cls.nats.url).start()
-            cls.setup_api(pt, tgf)
+            cls.gw = gwtest.FeedNginx(cls.srv.base_url, cls.nats.url, CRED).start()
+            cls.setup_api(pt)
         except BaseException:
             cls.tearDownClass()
             raise
@@ -722,7 +626,7 @@ class GatewayApiKeyEndToEndTest(unittest.TestCase):
             cls.backend.server_close()
 
     @classmethod
-    def setup_api(cls, pt, tgf):
+    def setup_api(cls, pt):
         c = cls.srv.client()
         dp = "/api/am/devportal/v3"
         name = pt.uniq("KeyApi")
@@ -732,14 +636,7 @@ class GatewayApiKeyEndToEndTest(unittest.TestCase):
                 "url": "http://127.0.0.1:%d/be" % cls.backend.server_port}}))
         assert r.status == 201, r
         api = r.json
-        r = c.post(pt.APIS + "/%s/revisions" % api["id"], json={"description": "r1"})
-        assert r.status == 201, r
-        r = c.post(pt.APIS + "/%s/deploy-revision" % api["id"],
-                   query={"revisionId": r.json["id"]}, json=tgf.DEFAULT_ENV)
-        assert r.status == 201, r
-        r = c.post(pt.PUB + "/apis/change-lifecycle",
-                   query={"apiId": api["id"], "action": "Publish"})
-        assert r.status == 200, r
+        gwtest.deploy_publish(c, api["id"])
         r = c.post(dp + "/applications", json={"name": pt.uniq("KeyApp"),
                                                "throttlingPolicy": "Unlimited"})
         assert r.status == 201, r

@@ -21,14 +21,11 @@ gets the header received with the peer appended.
 import http.client
 import json
 import os
-import subprocess
-import tempfile
 import time
 import unittest
 
 import apimtest
-import test_gateway_module as gm
-import test_gateway_profile as gp
+import gwtest
 
 DENY = "/api/am/admin/v4/throttling/deny-policies"
 DENY1 = "/api/am/admin/v4/throttling/deny-policy/"
@@ -38,68 +35,32 @@ def cond(ctype, value, status=True):
     return {"conditionId": "c-%s-%d" % (ctype, id(value)), "conditionType": ctype,
             "conditionValue": value, "conditionStatus": status}
 
-class GatewayBlockModuleTest(unittest.TestCase):
-
-    # borrowed from the module test: same snapshot, tokens and calls
-    token = gm.GatewayModuleTest.token
-    assert_fault = gm.GatewayModuleTest.assert_fault
-    assert_backend = gm.GatewayModuleTest.assert_backend
+class GatewayBlockModuleTest(gwtest.PizzaGateway, unittest.TestCase):
+    """The module test's snapshot, tokens and calls (gwtest.PizzaGateway)."""
 
     @classmethod
     def setUpClass(cls):
-        if not gm.MODULE or not os.path.exists(gm.MODULE):
-            raise unittest.SkipTest("APIM_NGINX_MODULE not built")
-        if not os.path.exists(gm.NGINX):
-            raise unittest.SkipTest("nginx not installed")
-        cls.tmp = tempfile.mkdtemp(prefix="apim-gw-block-")
-        os.chmod(cls.tmp, 0o755)
-        cls.prod = gm.start_backend("production")
-        cls.sand = gm.start_backend("sandbox")
-        cls.key, cls.jwk = gm.rsa_jwk(cls.tmp)
-        cls.ec_key, cls.ec_jwk = gm.ec_jwk(cls.tmp, "gw-test-ec-key")
-        cls.snapshot_path = os.path.join(cls.tmp, "snapshot.json")
-        cls.base = gm.GatewayModuleTest.base_snapshot.__func__(cls)
+        cls.setup_pizza("apim-gw-block-")
+        cls.base = cls.base_snapshot()
         # App2 (bob) is subscribed too, so that it reaches the backend
         cls.base["subscriptions"].append(
-            {"id": "s2", "apiId": gm.API_ID, "applicationId": gm.APP2_ID,
+            {"id": "s2", "apiId": gwtest.API_ID, "applicationId": gwtest.APP2_ID,
              "tier": "Gold", "status": "UNBLOCKED"})
         cls.seq = 1
         cls.write(cls.base)
-        cls.port = gm.free_port()
+        cls.port = gwtest.free_port()
         cls.start_nginx()
-
-    @classmethod
-    def tearDownClass(cls):
-        gm.GatewayModuleTest.tearDownClass.__func__(cls)
 
     @classmethod
     def write(cls, snap):
         cls.seq += 1
         snap = dict(snap, seq=cls.seq)
-        gm.GatewayModuleTest.write_snapshot.__func__(cls, snap)
+        cls.write_snapshot(snap)
 
     @classmethod
     def start_nginx(cls):
-        conf = os.path.join(cls.tmp, "nginx.conf")
-        with open(conf, "w") as f:
-            f.write("""
-load_module %(module)s;
-user root;
-daemon off;
-master_process on;
-worker_processes 1;
-error_log %(dir)s/error.log notice;
-pid %(dir)s/nginx.pid;
-events { worker_connections 256; }
-http {
+        cls.nginx = gwtest.start_nginx(cls.tmp, cls.port, gwtest.nginx_conf(cls.tmp, """
     apim_snapshot_file %(dir)s/snapshot.json;
-    log_format apim '$remote_addr $status $apim_fault_code';
-    access_log %(dir)s/access.log apim;
-    client_body_temp_path %(dir)s/body;
-    proxy_temp_path %(dir)s/proxy;
-    fastcgi_temp_path %(dir)s/fastcgi;
-    uwsgi_temp_path %(dir)s/uwsgi;
-    scgi_temp_path %(dir)s/scgi;
     server {
         listen 127.0.0.1:%(port)d;
         listen [::1]:%(port)d;
@@ -107,23 +68,8 @@ http {
             apim_gateway on;
             proxy_pass $apim_backend$apim_rest$is_args$args;
         }
-    }
-}
-""" % {"module": gm.MODULE, "dir": cls.tmp, "port": cls.port})
-        with open(os.path.join(cls.tmp, "stderr.log"), "w") as err:
-            cls.nginx = subprocess.Popen([gm.NGINX, "-c", conf, "-p", cls.tmp + "/"],
-                                         stdout=subprocess.DEVNULL, stderr=err)
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            if cls.nginx.poll() is not None:
-                raise RuntimeError("nginx exited")
-            try:
-                import socket
-                socket.create_connection(("127.0.0.1", cls.port), 0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("nginx did not listen")
+    }""" % {"dir": cls.tmp, "port": cls.port},
+            log_format="$remote_addr $status $apim_fault_code"))
 
     def call(self, path=MENU, token=None, v6=False):
         h = {}
@@ -173,13 +119,13 @@ http {
         tok = self.token()
         self.blocks([cond("IP", {"fixedIp": "127.0.0.1", "invert": False})],
                     lambda: self.call(token=tok))
-        before = len(gm.Backend.seen)
+        before = len(gwtest.Backend.seen)
         self.assert_blocked(self.call(token=tok))
         # refused before the credential check: no token is 900805, not 900902
         self.assert_blocked(self.call())
         self.assert_blocked(self.call("/nosuchapi/1.0.0/x"))
         self.assert_blocked(self.call("/pizzashack/1.0.0/health"))
-        self.assertEqual(len(gm.Backend.seen), before)
+        self.assertEqual(len(gwtest.Backend.seen), before)
         # another address passes
         self.assert_backend(self.call(token=tok, v6=True))
         self.assert_fault(self.call(v6=True), 401, "900902")
@@ -251,9 +197,9 @@ http {
 
     def test_application(self):
         alice = self.token()
-        bob = self.token(client=gm.OTHER_KEY)
+        bob = self.token(client=gwtest.OTHER_KEY)
         self.blocks([cond("APPLICATION", "alice:App1")], lambda: self.call(token=alice))
-        self.assert_blocked(self.call(token=self.token(client=gm.SAND_KEY)))
+        self.assert_blocked(self.call(token=self.token(client=gwtest.SAND_KEY)))
         self.assert_backend(self.call(token=bob))
         # the owner may carry the tenant domain
         self.blocks([cond("APPLICATION", "bob@carbon.super:App2")],
@@ -297,18 +243,7 @@ http {
         self.assert_backend(self.call(token=tok))
         self.assert_backend(self.call(token=tok, v6=True))
 
-class AllInOneBlockTest(unittest.TestCase):
-
-    deploy_subscribe_token = gp.AllInOneGatewayTest.deploy_subscribe_token
-    start_backend = gp.AllInOneGatewayTest.start_backend
-
-    @classmethod
-    def setUpClass(cls):
-        gp.AllInOneGatewayTest.setUpClass.__func__(cls)
-
-    @classmethod
-    def tearDownClass(cls):
-        gp.AllInOneGatewayTest.tearDownClass.__func__(cls)
+class AllInOneBlockTest(gwtest.AllInOne, unittest.TestCase):
 
     def wait_status(self, fn, status, timeout=10):
         """Waits (generously) for fn() to answer status: the seconds it took."""
@@ -331,7 +266,7 @@ class AllInOneBlockTest(unittest.TestCase):
         auth = {"Authorization": "Bearer " + token}
 
         def call():
-            return gp.get(self.gw_port, path, auth)
+            return gwtest.get(self.gw_port, path, auth)
 
         self.wait_status(call, 200, 15)
         c = self.srv.client()
@@ -375,7 +310,7 @@ class AllInOneBlockTest(unittest.TestCase):
         self.assertEqual(r.status, 201, r.text)
         cid = r.json["conditionId"]
         took["iprange added"], res = self.wait_status(
-            lambda: gp.get(self.gw_port, "/nope/v1/x"), 429)
+            lambda: gwtest.get(self.gw_port, "/nope/v1/x"), 429)
         self.assertEqual(res[1]["code"], "900805", res)
         r = c.delete(DENY1 + cid)
         self.assertIn(r.status, (200, 204), r.text)
@@ -385,7 +320,7 @@ class AllInOneBlockTest(unittest.TestCase):
 
 
 def get_from(source, port, path, headers=None):
-    """gp.get from the local address source: (status, JSON body or None)."""
+    """gwtest.get from the local address source: (status, JSON body or None)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10,
                                       source_address=(source, 0))
     try:
@@ -400,25 +335,10 @@ def get_from(source, port, path, headers=None):
         conn.close()
 
 
-class TrustedProxyBlockTest(unittest.TestCase):
+class TrustedProxyBlockTest(gwtest.AllInOne, unittest.TestCase):
 
-    deploy_subscribe_token = gp.AllInOneGatewayTest.deploy_subscribe_token
-    start_backend = gp.AllInOneGatewayTest.start_backend
+    srv_conf = {"gateway": {"trusted_proxies": "127.0.0.1"}}
     wait_status = AllInOneBlockTest.wait_status
-
-    @classmethod
-    def setUpClass(cls):
-        gp.skip_without_gateway()
-        cls.srv = apimtest.ApimServer(conf={"gateway": {"trusted_proxies": "127.0.0.1"}})
-        cls.srv.prepare()
-        off = gp.gateway_offset()
-        cls.srv._write_conf(off)
-        cls.srv.start()
-        cls.gw_port = gp.GW_HTTP + off
-
-    @classmethod
-    def tearDownClass(cls):
-        gp.AllInOneGatewayTest.tearDownClass.__func__(cls)
 
     def deny(self, ctype, value):
         r = self.srv.client().post(DENY, json={"conditionType": ctype, "conditionValue": value,
@@ -435,7 +355,7 @@ class TrustedProxyBlockTest(unittest.TestCase):
         # anything but addresses and CIDR ranges is refused before nginx
         # sees it (the value becomes nginx.conf text)
         for bad in ("127.0.0.1; allow all", "10.0.0.0/33", "example.com"):
-            g = gp.GatewayProc({"gateway": {"trusted_proxies": bad}})
+            g = gwtest.GatewayProc({"gateway": {"trusted_proxies": bad}})
             self.addCleanup(g.close)
             r = apimtest.run_apimd(["--profile", "gateway", "--config", g.conf_path],
                                    timeout=30)

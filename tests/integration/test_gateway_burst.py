@@ -14,16 +14,11 @@ the Publisher on its backend.
 """
 
 import concurrent.futures
-import http.client
 import os
-import socket
-import subprocess
-import tempfile
 import time
 import unittest
 
-import test_gateway_module as gm
-import test_gateway_profile as gp
+import gwtest
 import test_publisher as pt
 
 ADMIN = "/api/am/admin/v4"
@@ -40,32 +35,17 @@ def wait_minute_start(margin=20):
     return int(time.time() // 60) != start
 
 
-class GatewayBurstModuleTest(unittest.TestCase):
-
-    token = gm.GatewayModuleTest.token
-    assert_fault = gm.GatewayModuleTest.assert_fault
-    assert_backend = gm.GatewayModuleTest.assert_backend
-    call = gm.GatewayModuleTest.call
+class GatewayBurstModuleTest(gwtest.PizzaGateway, unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        if not gm.MODULE or not os.path.exists(gm.MODULE):
-            raise unittest.SkipTest("APIM_NGINX_MODULE not built")
-        if not os.path.exists(gm.NGINX):
-            raise unittest.SkipTest("nginx not installed")
-        cls.tmp = tempfile.mkdtemp(prefix="apim-gw-burst-")
-        os.chmod(cls.tmp, 0o755)
-        cls.prod = gm.start_backend("production")
-        cls.sand = gm.start_backend("sandbox")
-        cls.key, cls.jwk = gm.rsa_jwk(cls.tmp)
-        cls.ec_key, cls.ec_jwk = gm.ec_jwk(cls.tmp, "gw-test-ec-key")
-        cls.snapshot_path = os.path.join(cls.tmp, "snapshot.json")
-        snap = gm.GatewayModuleTest.base_snapshot.__func__(cls)
+        cls.setup_pizza("apim-gw-burst-")
+        snap = cls.base_snapshot()
         # App1 -> PizzaShack 1.0.0 on Burst5 (5 per minute); App2 -> the
         # same API on Gold (no burst limit)
         snap["subscriptions"][0]["tier"] = "Burst5"
         snap["subscriptions"].append(
-            {"id": "s2", "apiId": gm.API_ID, "applicationId": gm.APP2_ID,
+            {"id": "s2", "apiId": gwtest.API_ID, "applicationId": gwtest.APP2_ID,
              "tier": "Gold", "status": "UNBLOCKED"})
         # an API with maxTps: 4 per minute in production, 2 per second in
         # sandbox
@@ -80,7 +60,7 @@ class GatewayBurstModuleTest(unittest.TestCase):
                             "authType": "Application & Application User",
                             "scopes": []}]})
         snap["subscriptions"].append(
-            {"id": "s4", "apiId": API3_ID, "applicationId": gm.APP_ID,
+            {"id": "s4", "apiId": API3_ID, "applicationId": gwtest.APP_ID,
              "tier": "Gold", "status": "UNBLOCKED"})
         snap["policies"] = [
             {"id": "p1", "level": "subscription", "name": "Burst5",
@@ -92,64 +72,23 @@ class GatewayBurstModuleTest(unittest.TestCase):
             {"id": "p3", "level": "application", "name": "Gold",
              "doc": {"burstLimit": {"rateLimitCount": 1,
                                     "rateLimitTimeUnit": "min"}}}]
-        gm.GatewayModuleTest.write_snapshot.__func__(cls, snap)
-        cls.port = gm.free_port()
+        cls.write_snapshot(snap)
+        cls.port = gwtest.free_port()
         cls.start_nginx()
 
     @classmethod
-    def tearDownClass(cls):
-        gm.GatewayModuleTest.tearDownClass.__func__(cls)
-
-    @classmethod
     def start_nginx(cls):
-        conf = os.path.join(cls.tmp, "nginx.conf")
-        with open(conf, "w") as f:
-            f.write("""
-load_module %(module)s;
-user root;
-daemon off;
-master_process on;
-worker_processes 2;
-error_log %(dir)s/error.log notice;
-pid %(dir)s/nginx.pid;
-events { worker_connections 256; }
-http {
+        cls.nginx = gwtest.start_nginx(cls.tmp, cls.port, gwtest.nginx_conf(cls.tmp, """
     apim_snapshot_file %(dir)s/snapshot.json;
     apim_shared_zone 1m;
-    log_format apim '$pid $status $apim_fault_code $apim_app_id $apim_api_id';
-    access_log %(dir)s/access.log apim;
-    client_body_temp_path %(dir)s/body;
-    proxy_temp_path %(dir)s/proxy;
-    fastcgi_temp_path %(dir)s/fastcgi;
-    uwsgi_temp_path %(dir)s/uwsgi;
-    scgi_temp_path %(dir)s/scgi;
     server {
         listen 127.0.0.1:%(port)d reuseport;
         location / {
             apim_gateway on;
             proxy_pass $apim_backend$apim_rest$is_args$args;
         }
-    }
-}
-""" % {"module": gm.MODULE, "dir": cls.tmp, "port": cls.port})
-        with open(os.path.join(cls.tmp, "stderr.log"), "w") as err:
-            cls.nginx = subprocess.Popen([gm.NGINX, "-c", conf, "-p", cls.tmp + "/"],
-                                         stdout=subprocess.DEVNULL, stderr=err)
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            if cls.nginx.poll() is not None:
-                raise RuntimeError("nginx exited: " + cls.read_log("stderr.log")
-                                   + cls.read_log("error.log"))
-            try:
-                socket.create_connection(("127.0.0.1", cls.port), 0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("nginx did not listen")
-
-    @classmethod
-    def read_log(cls, name):
-        return gm.GatewayModuleTest.read_log.__func__(cls, name)
+    }""" % {"dir": cls.tmp, "port": cls.port}, workers=2,
+            log_format="$pid $status $apim_fault_code $apim_app_id $apim_api_id"))
 
     def many(self, path, tok, n, parallel=8):
         """n calls on new connections, parallel at a time: the answers."""
@@ -169,25 +108,25 @@ http {
     def test_burst_limit_holds_across_workers(self):
         tok = self.token()
         wait_minute_start()
-        before = len(gm.Backend.seen)
+        before = len(gwtest.Backend.seen)
         res = self.many("/pizzashack/1.0.0/menu", tok, 40)
         ok = [r for r in res if r[0] == 200]
         refused = [r for r in res if r[0] != 200]
         self.assertEqual(len(ok), 5, [r[0] for r in res])
-        self.assertEqual(len(gm.Backend.seen) - before, 5)
+        self.assertEqual(len(gwtest.Backend.seen) - before, 5)
         for r in refused:
             doc = self.assert_fault(r, 429, "900807")
             self.assertEqual(doc["message"], "Message throttled out")
             retry = int(r[1]["retry-after"])
             self.assertTrue(1 <= retry <= 60, retry)
         # both workers answered this subscription's calls
-        self.assertEqual(len(self.pids_of(gm.APP_ID, gm.API_ID)), 2,
+        self.assertEqual(len(self.pids_of(gwtest.APP_ID, gwtest.API_ID)), 2,
                          self.read_log("access.log"))
         # the same subscription through the sandbox key: the same count
         self.assert_fault(self.call("GET", "/pizzashack/1.0.0/menu",
-                                    self.token(client=gm.SAND_KEY)), 429, "900807")
+                                    self.token(client=gwtest.SAND_KEY)), 429, "900807")
         # another subscription on a tier without a burst limit
-        res = self.many("/pizzashack/1.0.0/menu", self.token(client=gm.OTHER_KEY), 12)
+        res = self.many("/pizzashack/1.0.0/menu", self.token(client=gwtest.OTHER_KEY), 12)
         self.assertEqual([r[0] for r in res], [200] * 12)
 
     def test_max_tps_per_key_type(self):
@@ -199,9 +138,9 @@ http {
         for r in res:
             if r[0] != 200:
                 self.assert_fault(r, 503, "900801")
-        self.assertEqual(len(self.pids_of(gm.APP_ID, API3_ID)), 2)
+        self.assertEqual(len(self.pids_of(gwtest.APP_ID, API3_ID)), 2)
         # the sandbox has its own limit: 2 per second
-        sand = self.token(client=gm.SAND_KEY)
+        sand = self.token(client=gwtest.SAND_KEY)
         res = self.many("/slow/v1/x", sand, 12, parallel=12)
         codes = [r[0] for r in res]
         self.assertIn(200, codes)
@@ -217,17 +156,7 @@ http {
             self.fail("the sandbox maxTps window did not reset")
 
 
-class AllInOneBurstTest(unittest.TestCase):
-
-    start_backend = gp.AllInOneGatewayTest.start_backend
-
-    @classmethod
-    def setUpClass(cls):
-        gp.AllInOneGatewayTest.setUpClass.__func__(cls)
-
-    @classmethod
-    def tearDownClass(cls):
-        gp.AllInOneGatewayTest.tearDownClass.__func__(cls)
+class AllInOneBurstTest(gwtest.AllInOne, unittest.TestCase):
 
     def deploy(self, tier, **api_fields):
         """An API deployed, published and subscribed on tier: (its name,
@@ -240,44 +169,20 @@ class AllInOneBurstTest(unittest.TestCase):
         name = pt.uniq("GwBurst")
         api = pt.create_api(self, c, name=name, policies=sorted({"Unlimited", tier}),
                             endpointConfig=cfg, **api_fields)
-        r = c.post(pt.APIS + "/%s/revisions" % api["id"], json={"description": "r1"})
-        self.assertEqual(r.status, 201, r)
-        r = c.post(pt.APIS + "/%s/deploy-revision" % api["id"],
-                   query={"revisionId": r.json["id"]}, json=gp.DEFAULT_ENV)
-        self.assertEqual(r.status, 201, r)
-        r = c.post(pt.PUB + "/apis/change-lifecycle",
-                   query={"apiId": api["id"], "action": "Publish"})
-        self.assertEqual(r.status, 200, r)
-        r = c.post(gp.DP + "/applications", json={"name": pt.uniq("BurstApp"),
-                                                  "throttlingPolicy": "Unlimited"})
-        self.assertEqual(r.status, 201, r)
-        app = r.json
-        r = c.post(gp.DP + "/subscriptions", json={"applicationId": app["applicationId"],
-                                                   "apiId": api["id"],
-                                                   "throttlingPolicy": tier})
-        self.assertEqual(r.status, 201, r.text)
-        r = c.post(gp.DP + "/applications/%s/generate-keys" % app["applicationId"], json={
-            "keyType": "PRODUCTION", "grantTypesToBeSupported": ["client_credentials"],
-            "callbackUrl": "", "scopes": [], "validityTime": 3600})
-        self.assertEqual(r.status, 200, r)
-        keys = r.json
-        r = self.srv.client(None).post(
-            "/oauth2/token", data="grant_type=client_credentials", content_type=gp.FORM,
-            headers={"Authorization": gp.basic(keys["consumerKey"],
-                                               keys["consumerSecret"])})
-        self.assertEqual(r.status, 200, r)
-        return name, {"Authorization": "Bearer " + r.json["access_token"]}
+        gwtest.deploy_publish(c, api["id"])
+        _, token = gwtest.subscribed_app(self.srv, c, api["id"], tier, "BurstApp")
+        return name, {"Authorization": "Bearer " + token}
 
     def test_max_tps_from_the_publisher(self):
         name, auth = self.deploy("Unlimited", maxTps={"production": 2,
                                                       "productionTimeUnit": "MINUTE"})
         path = "/%s/1.0.0/items" % name.lower()
-        self.assertTrue(gp.wait_for(lambda: gp.get(self.gw_port, path, auth)[0] == 200,
+        self.assertTrue(gwtest.wait_for(lambda: gwtest.get(self.gw_port, path, auth)[0] == 200,
                                     15, 0.1))
         left = 2 if wait_minute_start() else 1
-        codes = [gp.get(self.gw_port, path, auth)[0] for _ in range(4)]
+        codes = [gwtest.get(self.gw_port, path, auth)[0] for _ in range(4)]
         self.assertEqual(codes, [200] * left + [503] * (4 - left))
-        status, js, body = gp.get(self.gw_port, path, auth)
+        status, js, body = gwtest.get(self.gw_port, path, auth)
         self.assertEqual(js["code"], "900801", body)
 
     def test_subscription_burst_limit_from_the_admin_api(self):
@@ -296,12 +201,12 @@ class AllInOneBurstTest(unittest.TestCase):
         path = "/%s/1.0.0/items" % name.lower()
 
         # the first call that passes is counted, unless a new minute began
-        self.assertTrue(gp.wait_for(lambda: gp.get(self.gw_port, path, auth)[0] == 200,
+        self.assertTrue(gwtest.wait_for(lambda: gwtest.get(self.gw_port, path, auth)[0] == 200,
                                     15, 0.1))
         left = 3 if wait_minute_start() else 2
-        codes = [gp.get(self.gw_port, path, auth)[0] for _ in range(6)]
+        codes = [gwtest.get(self.gw_port, path, auth)[0] for _ in range(6)]
         self.assertEqual(codes, [200] * left + [429] * (6 - left))
-        status, js, body = gp.get(self.gw_port, path, auth)
+        status, js, body = gwtest.get(self.gw_port, path, auth)
         self.assertEqual(js["code"], "900807", body)
 
 

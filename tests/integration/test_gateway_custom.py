@@ -17,73 +17,26 @@ Needs APIM_NGINX_MODULE (or the module next to apimd), nginx and, for the
 cluster, nats-server.
 """
 
+import base64
 import http.client
 import http.server
 import json
 import os
 import shutil
-import signal
-import subprocess
 import tempfile
-import threading
 import time
 import unittest
 
 import apimtest
-import test_events as te
-import test_gateway_module as gm
-import test_gateway_profile as gp
-import test_gateway_throttle as gt
+import gwtest
 import test_publisher as pt
-import test_traffic_manager as tm_test
+from gwtest import SIZED_BODY as BODY, siddhi
 
-MODULE = gm.MODULE
-NGINX = gm.NGINX
 APP2_ID = "22222222-bbbb-4bbb-8bbb-000000000002"
 APP2_KEY = "app2ConsumerKey0001"
-BODY = 2000            # bytes of every backend response
 CUSTOM = "/api/am/admin/v4/throttling/policies/custom"
 SUB_POLICIES = "/api/am/admin/v4/throttling/policies/subscription"
-CRED = gt.CRED    # ClusterTest.start_tm gives the Traffic Manager this one
-
-
-def siddhi(condition, limit, window="1 hour", op=">="):
-    """A custom rule's query in the reference's documented form."""
-    return ("FROM RequestStream\n"
-            "SELECT userId, %s AS isEligible , str:concat('x','') as throttleKey\n"
-            "INSERT INTO EligibilityStream;\n"
-            "FROM EligibilityStream[isEligible==true]#throttler:timeBatch(%s)\n"
-            "SELECT throttleKey, (count(userId) %s %d) as isThrottled, expiryTimeStamp "
-            "group by throttleKey\n"
-            "INSERT ALL EVENTS into ResultStream;" % (condition, window, op, limit))
-
-
-class SizedBackend(http.server.BaseHTTPRequestHandler):
-    """Answers BODY bytes; remembers the request bodies' sizes."""
-
-    def do_GET(self):
-        self.answer()
-
-    def do_POST(self):
-        n = int(self.headers.get("Content-Length") or 0)
-        self.rfile.read(n)
-        self.answer()
-
-    def answer(self):
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(BODY))
-        self.end_headers()
-        self.wfile.write(b"x" * BODY)
-
-    def log_message(self, *args):
-        pass
-
-
-def start_backend():
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SizedBackend)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    return srv
+CRED = "gw-custom-" + base64.b32encode(os.urandom(10)).decode().lower()
 
 
 def request(port, method, path, token, body=None):
@@ -108,15 +61,12 @@ class LocalCustomTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        if not MODULE or not os.path.exists(MODULE):
-            raise unittest.SkipTest("APIM_NGINX_MODULE not built")
-        if not os.path.exists(NGINX):
-            raise unittest.SkipTest("nginx not installed")
-        gt.avoid_window_end()
+        gwtest.skip_without_module()
+        gwtest.avoid_window_end()
         cls.tmp = tempfile.mkdtemp(prefix="apim-gw-custom-")
         os.chmod(cls.tmp, 0o755)
-        cls.backend = start_backend()
-        cls.key, cls.jwk = gm.rsa_jwk(cls.tmp)
+        cls.backend = gwtest.start_sized_backend()
+        cls.key, cls.jwk = gwtest.rsa_jwk(cls.tmp)
         ec = {"endpoint_type": "http",
               "production_endpoints": {
                   "url": "http://127.0.0.1:%d/be" % cls.backend.server_port}}
@@ -137,7 +87,7 @@ class LocalCustomTest(unittest.TestCase):
         tiers = {1: "Unlimited", 2: "Unlimited", 3: "Unlimited", 4: "Bw10KB", 5: "Unlimited"}
         subs = []
         for i, a in enumerate(apis, 1):
-            subs.append({"id": "s%d" % i, "apiId": a["id"], "applicationId": gm.APP_ID,
+            subs.append({"id": "s%d" % i, "apiId": a["id"], "applicationId": gwtest.APP_ID,
                          "tier": tiers[i], "status": "UNBLOCKED"})
             subs.append({"id": "t%d" % i, "apiId": a["id"], "applicationId": APP2_ID,
                          "tier": "Unlimited", "status": "UNBLOCKED"})
@@ -159,10 +109,10 @@ class LocalCustomTest(unittest.TestCase):
             "seq": 1,
             "apis": apis,
             "applications": [
-                {"id": gm.APP_ID, "name": "App1", "owner": "alice", "tier": "Unlimited"},
+                {"id": gwtest.APP_ID, "name": "App1", "owner": "alice", "tier": "Unlimited"},
                 {"id": APP2_ID, "name": "App2", "owner": "bob", "tier": "Unlimited"}],
             "keyMappings": [
-                {"applicationId": gm.APP_ID, "consumerKey": gm.PROD_KEY,
+                {"applicationId": gwtest.APP_ID, "consumerKey": gwtest.PROD_KEY,
                  "keyType": "PRODUCTION"},
                 {"applicationId": APP2_ID, "consumerKey": APP2_KEY, "keyType": "PRODUCTION"}],
             "subscriptions": subs,
@@ -178,66 +128,35 @@ class LocalCustomTest(unittest.TestCase):
                        "$apiContext:$apiVersion"),
                 bandwidth("subscription", "Bw10KB", 10),
                 bandwidth("advanced", "AdvBw", 5),
-                gt.policy("subscription", "Unlimited", 2147483647),
-                gt.policy("application", "Unlimited", 2147483647),
-                gt.policy("advanced", "Unlimited", 2147483647)],
+                gwtest.policy("subscription", "Unlimited", 2147483647),
+                gwtest.policy("application", "Unlimited", 2147483647),
+                gwtest.policy("advanced", "Unlimited", 2147483647)],
             "revokedJwts": [],
-            "keyManagers": [{"name": "Resident Key Manager", "issuer": gm.ISSUER,
+            "keyManagers": [{"name": "Resident Key Manager", "issuer": gwtest.ISSUER,
                              "jwks": {"keys": [cls.jwk]}}],
         }
         with open(os.path.join(cls.tmp, "snapshot.json"), "w") as f:
             json.dump(snap, f)
-        cls.port = gm.free_port()
-        conf = os.path.join(cls.tmp, "nginx.conf")
-        with open(conf, "w") as f:
-            f.write("""
-load_module %(module)s;
-daemon off;
-master_process on;
-worker_processes 1;
-error_log %(dir)s/error.log notice;
-pid %(dir)s/nginx.pid;
-events { worker_connections 256; }
-http {
+        cls.port = gwtest.free_port()
+        cls.nginx = gwtest.start_nginx(cls.tmp, cls.port, gwtest.nginx_conf(cls.tmp, """
     apim_snapshot_file %(dir)s/snapshot.json;
-    client_body_temp_path %(dir)s/body;
-    proxy_temp_path %(dir)s/proxy;
-    fastcgi_temp_path %(dir)s/fastcgi;
-    uwsgi_temp_path %(dir)s/uwsgi;
-    scgi_temp_path %(dir)s/scgi;
-    access_log off;
     server {
         listen 127.0.0.1:%(port)d;
         location / {
             apim_gateway on;
             proxy_pass $apim_backend$apim_rest$is_args$args;
         }
-    }
-}
-""" % {"module": MODULE, "dir": cls.tmp, "port": cls.port})
-        with open(os.path.join(cls.tmp, "stderr.log"), "w") as err:
-            cls.nginx = subprocess.Popen([NGINX, "-c", conf, "-p", cls.tmp + "/"],
-                                         stdout=subprocess.DEVNULL, stderr=err)
-        ok = gt.wait_for(lambda: cls.nginx.poll() is not None or gt.gm_port_open(cls.port))
-        if cls.nginx.poll() is not None or not ok:
-            raise RuntimeError("nginx did not start")
-        cls.alice = gt.LocalLimitsTest.token.__func__(cls, gm.PROD_KEY, "alice")
-        cls.bob = gt.LocalLimitsTest.token.__func__(cls, APP2_KEY, "bob")
-        cls.carol = gt.LocalLimitsTest.token.__func__(cls, APP2_KEY, "carol")
-        cls.dave = gt.LocalLimitsTest.token.__func__(cls, gm.PROD_KEY, "dave")
+    }""" % {"dir": cls.tmp, "port": cls.port}))
+        cls.alice = gwtest.jwt(cls.key, gwtest.PROD_KEY, "alice", aud=False)
+        cls.bob = gwtest.jwt(cls.key, APP2_KEY, "bob", aud=False)
+        cls.carol = gwtest.jwt(cls.key, APP2_KEY, "carol", aud=False)
+        cls.dave = gwtest.jwt(cls.key, gwtest.PROD_KEY, "dave", aud=False)
 
     @classmethod
     def tearDownClass(cls):
         if getattr(cls, "nginx", None) is not None and cls.nginx.poll() is None:
-            cls.nginx.send_signal(signal.SIGQUIT)
-            try:
-                cls.nginx.wait(10)
-            except subprocess.TimeoutExpired:
-                cls.nginx.kill()
-                cls.nginx.wait()
-        if getattr(cls, "backend", None) is not None:
-            cls.backend.shutdown()
-            cls.backend.server_close()
+            gwtest.stop_nginx(cls.nginx)
+        gwtest.stop_backend(getattr(cls, "backend", None))
         if getattr(cls, "tmp", None):
             shutil.rmtree(cls.tmp, ignore_errors=True)
 
@@ -293,12 +212,12 @@ class ClusterCustomTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        if not te.HAVE_NATS:
+        if not gwtest.HAVE_NATS:
             raise unittest.SkipTest("nats-server not installed")
-        gp.skip_without_gateway()
-        gt.avoid_window_end()
-        cls.nats = te.NatsServer().start()
-        cls.bus = tm_test.Nats(cls.nats.port)
+        gwtest.skip_without_gateway()
+        gwtest.avoid_window_end()
+        cls.nats = gwtest.NatsServer().start()
+        cls.bus = gwtest.Nats(cls.nats.port)
         cls.cp = apimtest.ApimServer(profile="control-plane", conf={
             "event_hub": {"url": cls.nats.url}, "gateway": {"credential": CRED}})
         cls.cp.start()
@@ -308,7 +227,7 @@ class ClusterCustomTest(unittest.TestCase):
                 "type": "BANDWIDTHLIMIT", "bandwidth": {
                     "dataAmount": 10, "dataUnit": "KB", "timeUnit": "hour", "unitTime": 1}}})
         assert r.status == 201, r.text
-        cls.backend = start_backend()
+        cls.backend = gwtest.start_sized_backend()
         cls.apis = [cls.deploy(c) for _ in range(2)]
         for user in ("alice", "bob", "carol"):
             cls.cp.create_user(user, "Passw0rd!", ["Internal/subscriber"])
@@ -327,13 +246,13 @@ class ClusterCustomTest(unittest.TestCase):
             assert r.status == 201, r.text
             assert r.json["isDeployed"] is True, r.text
             cls.custom[name] = r.json["policyId"]
-        cls.tm = gt.ClusterTest.start_tm.__func__(cls)
-        cls.gw = gp.GatewayProc({
+        cls.tm = gwtest.start_tm(cls.nats.url, cls.cp.base_url, CRED)
+        cls.gw = gwtest.GatewayProc({
             "event_hub": {"url": cls.nats.url},
             "gateway": {"control_plane_url": cls.cp.base_url, "credential": CRED}}).start()
         for name, _ in cls.apis:
             path = "/%s/1.0.0/items" % name.lower()
-            ok = gt.wait_for(lambda: gt.call(cls.gw.port, path, "not-a-token")[0] == 401,
+            ok = gwtest.wait_for(lambda: gwtest.call(cls.gw.port, path, "not-a-token")[0] == 401,
                              20, 0.1)
             assert ok, "the gateway does not serve the API"
 
@@ -344,37 +263,13 @@ class ClusterCustomTest(unittest.TestCase):
                             policies=["Bw10KBPerHour", "Unlimited"],
                             endpointConfig={"endpoint_type": "http", "production_endpoints": {
                                 "url": "http://127.0.0.1:%d/be" % cls.backend.server_port}})
-        r = c.post(pt.APIS + "/%s/revisions" % api["id"], json={"description": "r1"})
-        assert r.status == 201, r.text
-        r = c.post(pt.APIS + "/%s/deploy-revision" % api["id"],
-                   query={"revisionId": r.json["id"]}, json=gp.DEFAULT_ENV)
-        assert r.status == 201, r.text
-        r = c.post(pt.PUB + "/apis/change-lifecycle",
-                   query={"apiId": api["id"], "action": "Publish"})
-        assert r.status == 200, r.text
+        gwtest.deploy_publish(c, api["id"])
         return name, api["id"]
 
     @classmethod
     def subscribed_token(cls, c, tier="Unlimited"):
-        r = c.post(gp.DP + "/applications", json={"name": pt.uniq("CustApp"),
-                                                  "throttlingPolicy": "Unlimited"})
-        assert r.status == 201, r.text
-        app = r.json
-        for _, api_id in cls.apis:
-            r = c.post(gp.DP + "/subscriptions", json={"applicationId": app["applicationId"],
-                                                       "apiId": api_id,
-                                                       "throttlingPolicy": tier})
-            assert r.status == 201, r.text
-        r = c.post(gp.DP + "/applications/%s/generate-keys" % app["applicationId"], json={
-            "keyType": "PRODUCTION", "grantTypesToBeSupported": ["client_credentials"],
-            "callbackUrl": "", "scopes": [], "validityTime": 3600})
-        assert r.status == 200, r.text
-        keys = r.json
-        r = cls.cp.client(None).post(
-            "/oauth2/token", data="grant_type=client_credentials", content_type=gp.FORM,
-            headers={"Authorization": gp.basic(keys["consumerKey"], keys["consumerSecret"])})
-        assert r.status == 200, r.text
-        return r.json["access_token"]
+        return gwtest.subscribed_app(cls.cp, c, [api_id for _, api_id in cls.apis], tier,
+                                     "CustApp")[1]
 
     @classmethod
     def tearDownClass(cls):
@@ -389,9 +284,7 @@ class ClusterCustomTest(unittest.TestCase):
             cls.bus.close()
         if getattr(cls, "nats", None) is not None:
             cls.nats.stop()
-        if getattr(cls, "backend", None) is not None:
-            cls.backend.shutdown()
-            cls.backend.server_close()
+        gwtest.stop_backend(getattr(cls, "backend", None))
 
     def path(self, i):
         return "/%s/1.0.0/items" % self.apis[i][0].lower()
@@ -414,7 +307,7 @@ class ClusterCustomTest(unittest.TestCase):
             self.assertGreaterEqual(int(headers["retry-after"]), 1)
 
     def lifted(self, path, token):
-        return gt.wait_for(lambda: request(self.gw.port, "GET", path, token)[0] == 200,
+        return gwtest.wait_for(lambda: request(self.gw.port, "GET", path, token)[0] == 200,
                            15, 0.2)
 
     def test_custom_policy_user_disabled_and_deleted(self):
@@ -452,7 +345,7 @@ class ClusterCustomTest(unittest.TestCase):
             "policyName": "OnlyAlice", "keyTemplate": "$userId", "isDeployed": True,
             "siddhiQuery": siddhi("( userId == 'alice@carbon.super' )", 3)})
         self.assertEqual(r.status, 200, r.text)
-        self.assertTrue(gt.wait_for(
+        self.assertTrue(gwtest.wait_for(
             lambda: request(self.gw.port, "GET", self.path(0), alice)[0] == 429, 15, 0.1))
         r = self.cp.client().delete(CUSTOM + "/" + pid)
         self.assertEqual(r.status, 200, r.text)
@@ -520,7 +413,7 @@ class ClusterCustomTest(unittest.TestCase):
             return max([q["count"] for m in self.bus.since(0, "apim.throttle.usage")
                         for q in m.get("quota", []) if q["policy"] == "Bw10KBPerHour"],
                        default=0)
-        self.assertTrue(gt.wait_for(lambda: counted() == 6 * BODY, 5), counted())
+        self.assertTrue(gwtest.wait_for(lambda: counted() == 6 * BODY, 5), counted())
 
 
 if __name__ == "__main__":

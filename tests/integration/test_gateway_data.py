@@ -30,7 +30,7 @@ import urllib.parse
 import uuid
 
 import apimtest
-import test_gateway_module as tgm
+import gwtest
 
 MODULE = os.environ.get("APIM_NGINX_MODULE", "")
 if MODULE and not os.path.isabs(MODULE) and not os.path.exists(MODULE):
@@ -40,7 +40,7 @@ HAVE_ALL = (bool(MODULE) and os.path.exists(MODULE) and os.path.exists(NGINX)
             and shutil.which("nats-server") is not None)
 
 CRED = "gw-data-credential"
-ISSUER = tgm.ISSUER
+ISSUER = gwtest.ISSUER
 
 
 # -- data ---------------------------------------------------------------------
@@ -291,12 +291,12 @@ def sign(key_path, client, jti, kid):
     claims = {"iss": ISSUER, "sub": "alice", "aud": client, "azp": client,
               "client_id": client, "scope": "default", "iat": now, "exp": now + 3600,
               "jti": jti}
-    signing_input = (tgm.b64url(json.dumps(header).encode()) + "."
-                     + tgm.b64url(json.dumps(claims).encode()))
+    signing_input = (gwtest.b64url(json.dumps(header).encode()) + "."
+                     + gwtest.b64url(json.dumps(claims).encode()))
     sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", key_path],
                          input=signing_input.encode(), check=True,
                          capture_output=True).stdout
-    return signing_input + "." + tgm.b64url(sig)
+    return signing_input + "." + gwtest.b64url(sig)
 
 
 class Gateway:
@@ -432,8 +432,8 @@ class GatewayDeltaTest(unittest.TestCase):
     def setUpClass(cls):
         import test_events as te
         cls.tmp = tempfile.mkdtemp(prefix="apim-gwdata-")
-        cls.backend = tgm.start_backend("production")
-        cls.key, cls.jwk = tgm.rsa_jwk(cls.tmp)
+        cls.backend = gwtest.start_backend("production")
+        cls.key, cls.jwk = gwtest.rsa_jwk(cls.tmp)
         cls.data = Data(NAPIS, NAPPS, NSUBS,
                         "http://127.0.0.1:%d" % cls.backend.server_port, cls.jwk)
         cls.cp = FakeControlPlane(cls.data)
@@ -666,8 +666,8 @@ class GatewayFileTest(unittest.TestCase):
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="apim-gwdata-")
         os.chmod(cls.tmp, 0o755)
-        cls.backend = tgm.start_backend("production")
-        cls.key, cls.jwk = tgm.rsa_jwk(cls.tmp)
+        cls.backend = gwtest.start_backend("production")
+        cls.key, cls.jwk = gwtest.rsa_jwk(cls.tmp)
         cls.data = Data(3, 3000, 6000, "http://127.0.0.1:%d" % cls.backend.server_port,
                         cls.jwk)
         # API 2 is larger than the window (and than the window doubled)

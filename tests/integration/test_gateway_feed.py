@@ -17,28 +17,17 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import unittest
 import urllib.parse
-import http.client
 
 import apimtest
-import test_events as te
-import test_gateway_module as tgm
+import gwtest
 import test_publisher as pt
-
-MODULE = os.environ.get("APIM_NGINX_MODULE", "")
-if MODULE and not os.path.isabs(MODULE) and not os.path.exists(MODULE):
-    # run.py may run us from another folder: relative to the repository
-    MODULE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", MODULE)
-NGINX = os.environ.get("APIM_NGINX", "/usr/sbin/nginx")
-HAVE_ALL = (bool(MODULE) and os.path.exists(MODULE) and os.path.exists(NGINX)
-            and shutil.which("nats-server") is not None)
+from gwtest import HAVE_ALL, basic
 
 APIS = pt.APIS
 PUB = pt.PUB
@@ -53,13 +42,13 @@ _env = {}
 def setUpModule():
     if not HAVE_ALL:
         return
-    nats = te.NatsServer().start()
+    nats = gwtest.NatsServer().start()
     _env["nats"] = nats
     srv = apimtest.ApimServer(conf={"event_hub": {"url": nats.url},
                                     "gateway": {"credential": CRED}})
     srv.start()
     _env["srv"] = srv
-    _env["backend"] = tgm.start_backend("production")
+    _env["backend"] = gwtest.start_backend("production")
 
 
 def tearDownModule():
@@ -75,116 +64,6 @@ def tearDownModule():
         _env["backend"].shutdown()
 
 
-class Nginx:
-    """nginx with the module in feed mode, in its own temp folder."""
-
-    def __init__(self, cp_url, hub_url):
-        self.tmp = tempfile.mkdtemp(prefix="apim-gwfeed-")
-        self.port = apimtest.unused_port()
-        self.cp_url = cp_url
-        self.hub_url = hub_url
-        self.proc = None
-
-    @property
-    def cache(self):
-        return os.path.join(self.tmp, "cache", "snapshot.json")
-
-    def start(self):
-        os.makedirs(os.path.join(self.tmp, "cache"), exist_ok=True)
-        conf = os.path.join(self.tmp, "nginx.conf")
-        with open(conf, "w") as f:
-            f.write("""
-load_module %(module)s;
-user root;
-daemon off;
-master_process on;
-worker_processes 2;
-error_log %(dir)s/error.log notice;
-pid %(dir)s/nginx.pid;
-events { worker_connections 256; }
-http {
-    apim_control_plane_url %(cp)s;
-    apim_gateway_credential %(cred)s;
-    apim_gateway_label Default;
-    apim_event_hub_url %(hub)s;
-    apim_cache_file %(cache)s;
-    access_log %(dir)s/access.log;
-    client_body_temp_path %(dir)s/body;
-    proxy_temp_path %(dir)s/proxy;
-    fastcgi_temp_path %(dir)s/fastcgi;
-    uwsgi_temp_path %(dir)s/uwsgi;
-    scgi_temp_path %(dir)s/scgi;
-    server {
-        listen 127.0.0.1:%(port)d;
-        location / {
-            apim_gateway on;
-            proxy_pass $apim_backend$apim_rest$is_args$args;
-        }
-    }
-}
-""" % {"module": os.path.abspath(MODULE), "dir": self.tmp, "port": self.port,
-       "cp": self.cp_url, "cred": CRED, "hub": self.hub_url, "cache": self.cache})
-        with open(os.path.join(self.tmp, "stderr.log"), "a") as err:
-            self.proc = subprocess.Popen([NGINX, "-c", conf, "-p", self.tmp + "/"],
-                                         stdout=subprocess.DEVNULL, stderr=err,
-                                         preexec_fn=apimtest._child_setup)
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("nginx exited: %s" % self.log("stderr.log"))
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
-                return self
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("nginx did not listen")
-
-    def stop(self):
-        """Graceful stop (SIGQUIT); returns nginx's exit status."""
-        rc = None
-        if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGQUIT)
-            try:
-                rc = self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-        return rc
-
-    def log(self, name="error.log"):
-        try:
-            with open(os.path.join(self.tmp, name), errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
-
-    def call(self, path, token=None):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        headers = {}
-        if token is not None:
-            headers["Authorization"] = "Bearer " + token
-        try:
-            conn.request("GET", path, headers=headers)
-            res = conn.getresponse()
-            body = res.read()
-        finally:
-            conn.close()
-        code = None
-        if res.status != 200:
-            try:
-                code = json.loads(body)["code"]
-            except (ValueError, KeyError, TypeError):
-                code = None
-        return res.status, code, body
-
-
-def basic(user, password):
-    raw = "%s:%s" % (urllib.parse.quote(user, safe=""), urllib.parse.quote(password, safe=""))
-    return "Basic " + base64.b64encode(raw.encode()).decode()
-
-
 @unittest.skipUnless(HAVE_ALL, "needs APIM_NGINX_MODULE, nginx and nats-server")
 class GatewayFeedTest(unittest.TestCase):
     """Ordered steps (test_1 .. test_7) sharing one API, application and
@@ -195,7 +74,7 @@ class GatewayFeedTest(unittest.TestCase):
         cls.srv = _env["srv"]
         cls.nats = _env["nats"]
         cls.c = cls.srv.client()
-        cls.gw = Nginx(cls.srv.base_url, cls.nats.url).start()
+        cls.gw = gwtest.FeedNginx(cls.srv.base_url, cls.nats.url, CRED).start()
         _env["nginx"] = cls.gw
         backend = _env["backend"]
         name = pt.uniq("FeedApi")

@@ -27,7 +27,7 @@ import time
 import unittest
 
 import apimtest
-import test_gateway_profile as gp
+import gwtest
 import test_publisher as pt
 
 KM = "/api/am/admin/v4/key-managers"
@@ -130,7 +130,7 @@ class GatewayIssuersTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        gp.skip_without_gateway()
+        gwtest.skip_without_gateway()
         if shutil.which("openssl") is None:
             raise unittest.SkipTest("openssl not installed")
         cls.tmp = tempfile.mkdtemp(prefix="apimtest-issuers-")
@@ -143,10 +143,10 @@ class GatewayIssuersTest(unittest.TestCase):
 
         cls.srv = apimtest.ApimServer()
         cls.srv.prepare()
-        off = gp.gateway_offset()
+        off = gwtest.gateway_offset()
         cls.srv._write_conf(off)
         cls.srv.start()
-        cls.gw_port = gp.GW_HTTP + off
+        cls.gw_port = gwtest.GW_HTTP + off
         c = cls.srv.client()
 
         name = pt.uniq("IdpApi")
@@ -157,14 +157,7 @@ class GatewayIssuersTest(unittest.TestCase):
         assert r.status == 201, r
         api = r.json
         cls.path = "/%s/1.0.0/items" % name.lower()
-        r = c.post(pt.APIS + "/%s/revisions" % api["id"], json={"description": "r1"})
-        assert r.status == 201, r
-        r = c.post(pt.APIS + "/%s/deploy-revision" % api["id"],
-                   query={"revisionId": r.json["id"]}, json=gp.DEFAULT_ENV)
-        assert r.status == 201, r
-        r = c.post(pt.PUB + "/apis/change-lifecycle",
-                   query={"apiId": api["id"], "action": "Publish"})
-        assert r.status == 200, r
+        gwtest.deploy_publish(c, api["id"])
         r = c.post(DP + "/applications", json={"name": pt.uniq("IdpApp"),
                                                "throttlingPolicy": "Unlimited"})
         assert r.status == 201, r
@@ -232,7 +225,7 @@ class GatewayIssuersTest(unittest.TestCase):
         return c
 
     def call(self, token):
-        return gp.get(self.gw_port, self.path, {"Authorization": "Bearer " + token})
+        return gwtest.get(self.gw_port, self.path, {"Authorization": "Bearer " + token})
 
     def wait_for(self, token, status, code=None, timeout=30):
         last = {}
@@ -242,7 +235,7 @@ class GatewayIssuersTest(unittest.TestCase):
             s, js, _ = last["r"]
             return s == status and (code is None or (js or {}).get("code") == code)
 
-        self.assertTrue(gp.wait_for(check, timeout, 0.1),
+        self.assertTrue(gwtest.wait_for(check, timeout, 0.1),
                         "wanted %s %s, last answer: %r\n%s"
                         % (status, code, last.get("r"), self.gateway_log()[-3000:]))
         return last["r"]
@@ -275,7 +268,7 @@ class GatewayIssuersTest(unittest.TestCase):
         # our own Key Manager's tokens still work next to it
         r = self.srv.client(None).post(
             "/oauth2/token", data="grant_type=client_credentials", content_type=FORM,
-            headers={"Authorization": gp.basic(self.keys["consumerKey"],
+            headers={"Authorization": gwtest.basic(self.keys["consumerKey"],
                                                self.keys["consumerSecret"])})
         self.assertEqual(r.status, 200, r)
         self.assertEqual(self.call(r.json["access_token"])[0], 200)
@@ -354,7 +347,7 @@ class GatewayIssuersTest(unittest.TestCase):
             last["old"] = self.call(old)[0]
             return last["new"] == 200 and last["old"] == 401
 
-        self.assertTrue(gp.wait_for(rotated, 40, 0.1),
+        self.assertTrue(gwtest.wait_for(rotated, 40, 0.1),
                         "%r\n%s" % (last, self.gateway_log()[-3000:]))
         self.assertEqual(self.call(new)[0], 200)
 
@@ -376,7 +369,7 @@ class GatewayIssuersTest(unittest.TestCase):
             url = self.issuer.url + path
             self.put_km(certificates={"type": "JWKS", "value": url})
             self.wait_for(token, 401, "900901")
-            self.assertTrue(gp.wait_for(
+            self.assertTrue(gwtest.wait_for(
                 lambda: ('from "%s": %s' % (url, why)) in self.gateway_log()
                 or ('from "%s" %s' % (url, why)) in self.gateway_log(), 20, 0.2),
                 "%s not logged:\n%s" % (why, self.gateway_log()[-3000:]))
@@ -397,7 +390,7 @@ class GatewayIssuersTest(unittest.TestCase):
         def our_token():
             r = self.srv.client(None).post(
                 "/oauth2/token", data="grant_type=client_credentials", content_type=FORM,
-                headers={"Authorization": gp.basic(self.keys["consumerKey"],
+                headers={"Authorization": gwtest.basic(self.keys["consumerKey"],
                                                    self.keys["consumerSecret"])})
             self.assertEqual(r.status, 200, r)
             return r.json["access_token"]

@@ -18,28 +18,21 @@ Needs APIM_NGINX_MODULE (or the module next to apimd), nginx and, for the
 cluster, nats-server.
 """
 
+import base64
 import http.client
 import json
 import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
 import tempfile
-import time
 import unittest
 
 import apimtest
-import test_events as te
-import test_gateway_module as gm
-import test_gateway_profile as gp
-import test_gateway_throttle as gt
+import gwtest
 import test_publisher as pt
 
-MODULE = gm.MODULE
-NGINX = gm.NGINX
-CRED = gt.CRED
+CRED = "gw-metrics-" + base64.b32encode(os.urandom(10)).decode().lower()
+SUB_POLICIES = "/api/am/admin/v4/throttling/policies/subscription"
 
 
 def scrape(port, path="/_apim/metrics"):
@@ -72,25 +65,18 @@ UPSTREAM_FAILED = 'apim_gateway_requests_total{outcome="upstream_failed"}'
 
 
 def api(n, context, ec, auth="None"):
-    return {"id": "44444444-aaaa-4aaa-8aaa-%012d" % n, "name": "MApi%d" % n,
-            "context": context, "version": "v1", "isDefaultVersion": False,
-            "lifeCycleStatus": "PUBLISHED", "endpointConfig": ec, "policies": [],
-            "operations": [{"target": "/*", "verb": "GET", "authType": auth,
-                            "scopes": []}]}
+    return gwtest.simple_api(n, context, ec, auth, prefix="44444444", name="MApi")
 
 
 class ModuleMetricsTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        if not MODULE or not os.path.exists(MODULE):
-            raise unittest.SkipTest("APIM_NGINX_MODULE not built")
-        if not os.path.exists(NGINX):
-            raise unittest.SkipTest("nginx not installed")
+        gwtest.skip_without_module()
         cls.tmp = tempfile.mkdtemp(prefix="apim-gw-metrics-")
         os.chmod(cls.tmp, 0o755)
-        cls.backend = gm.start_backend("live")
-        closed = gm.free_port()     # nothing listens there
+        cls.backend = gwtest.start_backend("live")
+        closed = gwtest.free_port()     # nothing listens there
         live = "http://127.0.0.1:%d/svc" % cls.backend.server_port
         dead = "http://127.0.0.1:%d/svc" % closed
         apis = [
@@ -108,26 +94,9 @@ class ModuleMetricsTest(unittest.TestCase):
         with open(os.path.join(cls.tmp, "snapshot.json"), "w") as f:
             json.dump({"seq": 7, "apis": apis, "applications": [], "keyMappings": [],
                        "subscriptions": [], "revokedJwts": [], "keyManagers": []}, f)
-        cls.port = gm.free_port()
-        conf = os.path.join(cls.tmp, "nginx.conf")
-        with open(conf, "w") as f:
-            f.write("""
-load_module %(module)s;
-user root;
-daemon off;
-master_process on;
-worker_processes 2;
-error_log %(dir)s/error.log notice;
-pid %(dir)s/nginx.pid;
-events { worker_connections 256; }
-http {
+        cls.port = gwtest.free_port()
+        cls.nginx = gwtest.start_nginx(cls.tmp, cls.port, gwtest.nginx_conf(cls.tmp, """
     apim_snapshot_file %(dir)s/snapshot.json;
-    access_log %(dir)s/access.log;
-    client_body_temp_path %(dir)s/body;
-    proxy_temp_path %(dir)s/proxy;
-    fastcgi_temp_path %(dir)s/fastcgi;
-    uwsgi_temp_path %(dir)s/uwsgi;
-    scgi_temp_path %(dir)s/scgi;
     upstream apim_backend {
         apim_balancer;
         keepalive 16;
@@ -152,37 +121,16 @@ http {
             proxy_http_version 1.1;
             proxy_set_header Connection "";
         }
-    }
-}
-""" % {"module": MODULE, "dir": cls.tmp, "port": cls.port})
-        with open(os.path.join(cls.tmp, "stderr.log"), "w") as err:
-            cls.nginx = subprocess.Popen([NGINX, "-c", conf, "-p", cls.tmp + "/"],
-                                         stdout=subprocess.DEVNULL, stderr=err)
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            if cls.nginx.poll() is not None:
-                raise RuntimeError("nginx exited")
-            try:
-                socket.create_connection(("127.0.0.1", cls.port), 0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+    }""" % {"dir": cls.tmp, "port": cls.port}, workers=2))
         # both workers reported (their slots are claimed at start)
-        ok = gt.wait_for(lambda: scrape(cls.port)[1].get("apim_gateway_workers") == 2, 10)
+        ok = gwtest.wait_for(lambda: scrape(cls.port)[1].get("apim_gateway_workers") == 2, 10)
         assert ok, scrape(cls.port)[2]
 
     @classmethod
     def tearDownClass(cls):
         if getattr(cls, "nginx", None) is not None and cls.nginx.poll() is None:
-            cls.nginx.send_signal(signal.SIGQUIT)
-            try:
-                cls.nginx.wait(10)
-            except subprocess.TimeoutExpired:
-                cls.nginx.kill()
-                cls.nginx.wait()
-        if getattr(cls, "backend", None) is not None:
-            cls.backend.shutdown()
-            cls.backend.server_close()
+            gwtest.stop_nginx(cls.nginx)
+        gwtest.stop_backend(getattr(cls, "backend", None))
         if getattr(cls, "tmp", None):
             shutil.rmtree(cls.tmp, ignore_errors=True)
 
@@ -265,45 +213,38 @@ class ClusterMetricsTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        gp.skip_without_gateway()
-        if not te.HAVE_NATS:
+        gwtest.skip_without_gateway()
+        if not gwtest.HAVE_NATS:
             raise unittest.SkipTest("nats-server not installed")
-        gt.avoid_window_end()
+        gwtest.avoid_window_end()
         cls.gws = []
-        cls.nats = te.NatsServer().start()
+        cls.nats = gwtest.NatsServer().start()
         cls.cp = apimtest.ApimServer(profile="control-plane", conf={
             "event_hub": {"url": cls.nats.url}, "gateway": {"credential": CRED}})
         cls.cp.start()
         c = cls.cp.client()
-        r = c.post(gt.SUB_POLICIES, json={
+        r = c.post(SUB_POLICIES, json={
             "policyName": "Met1000PerHour", "defaultLimit": {
                 "type": "REQUESTCOUNTLIMIT",
                 "requestCount": {"requestCount": 1000, "timeUnit": "hour", "unitTime": 1}}})
         assert r.status == 201, r.text
-        cls.backend = gm.start_backend("production")
+        cls.backend = gwtest.start_backend("production")
         cls.name = pt.uniq("MetApi")
         a = pt.create_api(unittest.TestCase(), c, name=cls.name,
                           policies=["Met1000PerHour"],
                           endpointConfig={"endpoint_type": "http", "production_endpoints": {
                               "url": "http://127.0.0.1:%d/be" % cls.backend.server_port}})
         cls.api_id = a["id"]
-        r = c.post(pt.APIS + "/%s/revisions" % a["id"], json={"description": "r1"})
-        assert r.status == 201, r.text
-        r = c.post(pt.APIS + "/%s/deploy-revision" % a["id"],
-                   query={"revisionId": r.json["id"]}, json=gp.DEFAULT_ENV)
-        assert r.status == 201, r.text
-        r = c.post(pt.PUB + "/apis/change-lifecycle",
-                   query={"apiId": a["id"], "action": "Publish"})
-        assert r.status == 200, r.text
+        gwtest.deploy_publish(c, a["id"])
         cls.api_id = a["id"]
-        _, cls.token = gt.ClusterTest.subscribed_app.__func__(cls, c, "Met1000PerHour")
-        cls.tm = gt.ClusterTest.start_tm.__func__(cls)
+        _, cls.token = gwtest.subscribed_app(cls.cp, c, cls.api_id, "Met1000PerHour")
+        cls.tm = gwtest.start_tm(cls.nats.url, cls.cp.base_url, CRED)
         extra = {"event_hub": {"url": cls.nats.url},
                  "gateway": {"control_plane_url": cls.cp.base_url, "credential": CRED}}
-        cls.gw = gp.GatewayProc(extra).start()
+        cls.gw = gwtest.GatewayProc(extra).start()
         cls.gws.append(cls.gw)
         cls.path = "/%s/1.0.0/items" % cls.name.lower()
-        ok = gt.wait_for(lambda: gt.call(cls.gw.port, cls.path, "not-a-token")[0] == 401,
+        ok = gwtest.wait_for(lambda: gwtest.call(cls.gw.port, cls.path, "not-a-token")[0] == 401,
                          20, 0.1)
         assert ok, "the gateway does not serve the API"
 
@@ -318,9 +259,7 @@ class ClusterMetricsTest(unittest.TestCase):
             cls.cp.stop()
         if getattr(cls, "nats", None) is not None:
             cls.nats.stop()
-        if getattr(cls, "backend", None) is not None:
-            cls.backend.shutdown()
-            cls.backend.server_close()
+        gwtest.stop_backend(getattr(cls, "backend", None))
 
     def metrics(self):
         status, s, body = scrape(self.gw.port)
@@ -337,10 +276,10 @@ class ClusterMetricsTest(unittest.TestCase):
 
     def test_1_calls_and_feed(self):
         before = self.metrics()
-        status, js, _ = gt.call(self.gw.port, self.path, "not-a-token")
+        status, js, _ = gwtest.call(self.gw.port, self.path, "not-a-token")
         self.assertEqual((status, js["code"]), (401, "900901"))
         for _ in range(3):
-            self.assertEqual(gt.call(self.gw.port, self.path, self.token)[0], 200)
+            self.assertEqual(gwtest.call(self.gw.port, self.path, self.token)[0], 200)
         after = self.metrics()
         self.assertEqual(after[fault("900901")] - before[fault("900901")], 1)
         self.assertEqual(after[PROXIED] - before[PROXIED], 3)
@@ -348,34 +287,34 @@ class ClusterMetricsTest(unittest.TestCase):
         # the control plane heard from within its sequence poll
         self.assertGreaterEqual(after["apim_gateway_full_syncs_total"], 1)
         # (each worker copies its sequence a few times a second)
-        self.assertTrue(gt.wait_for(
+        self.assertTrue(gwtest.wait_for(
             lambda: self.metrics()["apim_gateway_snapshot_seq_min"] > 0, 5), self.metrics())
         after = self.metrics()
         self.assertEqual(after["apim_gateway_event_hub_connected"], 1)
         self.assertLess(after["apim_gateway_control_plane_sync_age_seconds"], 10)
         # the calls went out in usage events
-        self.assertTrue(gt.wait_for(
+        self.assertTrue(gwtest.wait_for(
             lambda: self.metrics()['apim_gateway_usage_windows_total{result="published"}']
             > before['apim_gateway_usage_windows_total{result="published"}'], 5))
         # a change on the control plane arrives as a delta
         c = self.cp.client()
-        r = c.post(gp.DP + "/applications", json={"name": pt.uniq("MetApp"),
+        r = c.post(gwtest.DP + "/applications", json={"name": pt.uniq("MetApp"),
                                                   "throttlingPolicy": "Unlimited"})
         self.assertEqual(r.status, 201, r.text)
-        self.assertTrue(gt.wait_for(lambda: self.metrics()["apim_gateway_deltas_applied_total"]
+        self.assertTrue(gwtest.wait_for(lambda: self.metrics()["apim_gateway_deltas_applied_total"]
                                     > after["apim_gateway_deltas_applied_total"], 10),
                         self.metrics())
-        self.assertTrue(gt.wait_for(lambda: self.metrics()["apim_gateway_snapshot_seq_min"]
+        self.assertTrue(gwtest.wait_for(lambda: self.metrics()["apim_gateway_snapshot_seq_min"]
                                     > after["apim_gateway_snapshot_seq_min"], 5),
                         self.metrics())
 
     def test_2_fallback_gauge_follows_the_traffic_manager(self):
-        self.assertTrue(gt.wait_for(
+        self.assertTrue(gwtest.wait_for(
             lambda: self.metrics()["apim_gateway_throttle_fallback"] == 0, 10),
             self.metrics())
         before = self.metrics()["apim_gateway_throttle_fallbacks_total"]
         type(self).tm._kill()   # SIGKILL: no clean shutdown
-        self.assertTrue(gt.wait_for(
+        self.assertTrue(gwtest.wait_for(
             lambda: self.metrics()["apim_gateway_throttle_fallback"] == 1, 10),
             self.metrics())
         self.assertEqual(self.metrics()["apim_gateway_throttle_fallbacks_total"], before + 1)
@@ -383,8 +322,8 @@ class ClusterMetricsTest(unittest.TestCase):
         with open(os.path.join(self.gw.home, "gateway", "error.log"), errors="replace") as f:
             self.assertIn("no Traffic Manager heard", f.read())
         # a Traffic Manager again: back to 0
-        type(self).tm = gt.ClusterTest.start_tm.__func__(type(self))
-        self.assertTrue(gt.wait_for(
+        type(self).tm = gwtest.start_tm(self.nats.url, self.cp.base_url, CRED)
+        self.assertTrue(gwtest.wait_for(
             lambda: self.metrics()["apim_gateway_throttle_fallback"] == 0, 10),
             self.metrics())
         self.assertEqual(self.metrics()["apim_gateway_throttle_fallbacks_total"], before + 1)
@@ -393,7 +332,7 @@ class ClusterMetricsTest(unittest.TestCase):
         extra = {"event_hub": {"url": self.nats.url},
                  "gateway": {"control_plane_url": self.cp.base_url, "credential": CRED,
                              "metrics_allow": "10.9.8.0/24"}}
-        g = gp.GatewayProc(extra).start()
+        g = gwtest.GatewayProc(extra).start()
         self.gws.append(g)
         with open(os.path.join(g.home, "gateway", "nginx.conf")) as f:
             self.assertIn("allow 10.9.8.0/24;", f.read())

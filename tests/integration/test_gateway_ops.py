@@ -22,8 +22,7 @@ import time
 import unittest
 
 import apimtest
-import test_events as te
-import test_gateway_profile as tgp
+import gwtest
 import test_publisher as pt
 
 CRED = "gw-ops-" + base64.b32encode(os.urandom(10)).decode().lower()
@@ -32,7 +31,7 @@ HAVE_NATS = shutil.which("nats-server") is not None
 
 
 def health(g, check):
-    return tgp.get(g.port, "/_apim/health/" + check)
+    return gwtest.get(g.port, "/_apim/health/" + check)
 
 
 def metrics(srv):
@@ -50,10 +49,10 @@ class GatewayHealthTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        tgp.skip_without_gateway()
+        gwtest.skip_without_gateway()
 
     def start_gateway(self, extra=None):
-        g = tgp.GatewayProc(extra)
+        g = gwtest.GatewayProc(extra)
         self.addCleanup(g.close)
         return g.start()
 
@@ -69,7 +68,7 @@ class GatewayHealthTest(unittest.TestCase):
         conf = open(os.path.join(g.home, "gateway", "nginx.conf")).read()
         self.assertIn("location = /_apim/health/ready {\n            apim_health ready;", conf)
         # only the two checks: any other /_apim/ path is an API call like any
-        status, js, body = tgp.get(g.port, "/_apim/health/nope")
+        status, js, body = gwtest.get(g.port, "/_apim/health/nope")
         self.assertEqual(js["code"], "900906", body)
 
     def test_ready_once_the_first_snapshot_arrived(self):
@@ -81,7 +80,7 @@ class GatewayHealthTest(unittest.TestCase):
                                             "credential": CRED}})
         self.assertEqual(health(g, "ready")[0], 503)
         cp.start()
-        self.assertTrue(tgp.wait_for(lambda: health(g, "ready")[0] == 200, 20, 0.1),
+        self.assertTrue(gwtest.wait_for(lambda: health(g, "ready")[0] == 200, 20, 0.1),
                         health(g, "ready"))
         status, js, body = health(g, "ready")
         self.assertEqual(js["status"], "UP", body)
@@ -100,8 +99,8 @@ class ChangeLogPurgeTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        tgp.skip_without_gateway()
-        cls.nats = te.NatsServer().start()
+        gwtest.skip_without_gateway()
+        cls.nats = gwtest.NatsServer().start()
         cls.cp = apimtest.ApimServer(profile="control-plane", conf={
             "event_hub": {"url": cls.nats.url, "change_log_keep_rows": cls.KEEP,
                           "change_log_keep_days": 0, "change_log_purge_seconds": 1},
@@ -145,16 +144,16 @@ class ChangeLogPurgeTest(unittest.TestCase):
         self.assertEqual(r.status, 201, r)
 
     def test_behind_gateway_resyncs_in_full_and_the_log_stays_bounded(self):
-        g = tgp.GatewayProc({"gateway": {"control_plane_url": self.cp.base_url,
+        g = gwtest.GatewayProc({"gateway": {"control_plane_url": self.cp.base_url,
                                          "credential": CRED},
                              "event_hub": {"url": self.nats.url}})
         self.addCleanup(g.close)
         g.start()
         a_id, a_rev, a_path = self.api("PurgeA")
         # deployed: without a token the gateway asks for credentials
-        self.assertTrue(tgp.wait_for(lambda: tgp.get(g.port, a_path)[0] == 401, 10, 0.05),
-                        tgp.get(g.port, a_path))
-        self.assertEqual(tgp.get(g.port, a_path)[1]["code"], "900902")
+        self.assertTrue(gwtest.wait_for(lambda: gwtest.get(g.port, a_path)[0] == 401, 10, 0.05),
+                        gwtest.get(g.port, a_path))
+        self.assertEqual(gwtest.get(g.port, a_path)[1]["code"], "900902")
         behind = health(g, "ready")[1]["seq"]
         self.assertEqual(behind, self.seq())
 
@@ -174,7 +173,7 @@ class ChangeLogPurgeTest(unittest.TestCase):
                 self.change()
             now = self.seq()
             self.assertGreater(now - behind, self.KEEP + 1)
-            self.assertTrue(tgp.wait_for(
+            self.assertTrue(gwtest.wait_for(
                 lambda: metrics(self.cp)["apim_change_log_oldest_seq"] > behind + 1, 10, 0.2),
                 metrics(self.cp))
             m = metrics(self.cp)
@@ -193,12 +192,12 @@ class ChangeLogPurgeTest(unittest.TestCase):
                 os.kill(w, signal.SIGCONT)
 
         # back: a full resync, with A gone and B there
-        self.assertTrue(tgp.wait_for(lambda: tgp.get(g.port, b_path)[0] == 401, 10, 0.05),
-                        tgp.get(g.port, b_path))
-        self.assertEqual(tgp.get(g.port, b_path)[1]["code"], "900902")
-        status, js, body = tgp.get(g.port, a_path)
+        self.assertTrue(gwtest.wait_for(lambda: gwtest.get(g.port, b_path)[0] == 401, 10, 0.05),
+                        gwtest.get(g.port, b_path))
+        self.assertEqual(gwtest.get(g.port, b_path)[1]["code"], "900902")
+        status, js, body = gwtest.get(g.port, a_path)
         self.assertEqual((status, js["code"]), (403, "900906"), body)
-        self.assertTrue(tgp.wait_for(lambda: health(g, "ready")[1]["seq"] == now, 5, 0.05))
+        self.assertTrue(gwtest.wait_for(lambda: health(g, "ready")[1]["seq"] == now, 5, 0.05))
         log = open(os.path.join(g.home, "gateway", "error.log"), errors="replace").read()
         self.assertIn("no delta from seq %d" % behind, log)
         self.assertIn("the change log was purged past since", log)
@@ -207,7 +206,7 @@ class ChangeLogPurgeTest(unittest.TestCase):
         while self.seq() - now < 2 * self.KEEP:
             self.change()
         last = self.seq()
-        self.assertTrue(tgp.wait_for(
+        self.assertTrue(gwtest.wait_for(
             lambda: metrics(self.cp)["apim_change_log_oldest_seq"] == last - self.KEEP + 1,
             10, 0.2), metrics(self.cp))
         self.assertEqual(metrics(self.cp)["apim_change_log_rows"], self.KEEP)
@@ -223,13 +222,13 @@ class AllInOneMetricsTest(unittest.TestCase):
             self.skipTest("nats-server not installed")
         srv = apimtest.ApimServer()
         srv.prepare()
-        srv._write_conf(tgp.gateway_offset())  # 8280+offset free too
+        srv._write_conf(gwtest.gateway_offset())  # 8280+offset free too
         srv.start()
         self.addCleanup(srv.stop)
-        self.assertTrue(tgp.wait_for(
+        self.assertTrue(gwtest.wait_for(
             lambda: metrics(srv).get("apim_tm_event_hub_connected") == 1 and
             metrics(srv).get("apim_tm_policies", 0) >= 1, 15, 0.1), metrics(srv))
-        self.assertTrue(tgp.wait_for(
+        self.assertTrue(gwtest.wait_for(
             lambda: metrics(srv)["apim_change_log_purge_runs_total"] >= 1, 10, 0.1))
         m = metrics(srv)
         self.assertEqual(m["apim_tm_is_leader"], 1)  # the only one

@@ -6,168 +6,18 @@ Needs nginx and the module next to apimd (the build tree) or
 APIM_NGINX_MODULE; skipped otherwise.
 """
 
-import base64
-import http.client
-import http.server
 import json
 import os
 import shutil
 import signal
 import subprocess
 import tempfile
-import threading
-import time
 import unittest
 
 import apimtest
-import test_publisher as pt
-
-NGINX = "/usr/sbin/nginx"
-GW_HTTP = 8280
-DP = "/api/am/devportal/v3"
-FORM = "application/x-www-form-urlencoded"
-DEFAULT_ENV = [{"name": "Default", "vhost": "localhost", "displayOnDevportal": True}]
-
-
-def module_path():
-    """The module apimd finds by itself (next to it), else APIM_NGINX_MODULE."""
-    here = os.path.join(os.path.dirname(os.path.abspath(apimtest.apimd_path())),
-                        "ngx_http_apim_module.so")
-    if os.path.exists(here):
-        return here
-    env = os.environ.get("APIM_NGINX_MODULE", "")
-    return env if env and os.path.exists(env) else None
-
-
-def skip_without_gateway():
-    if not os.path.exists(NGINX):
-        raise unittest.SkipTest("nginx not installed")
-    if module_path() is None:
-        raise unittest.SkipTest("ngx_http_apim_module.so not built")
-
-
-def gateway_offset():
-    """A port offset with both 9443+off and 8280+off free."""
-    for _ in range(50):
-        off = apimtest.free_port_offset()
-        if apimtest.port_is_free(GW_HTTP + off):
-            return off
-    raise RuntimeError("no free gateway port")
-
-
-def get(port, path, headers=None, timeout=5):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request("GET", path, headers=headers or {})
-        r = conn.getresponse()
-        body = r.read()
-        try:
-            js = json.loads(body)
-        except ValueError:
-            js = None
-        return r.status, js, body
-    finally:
-        conn.close()
-
-
-def pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie is gone for our purpose
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def wait_for(cond, timeout=10, step=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(step)
-    return cond()
-
-
-class GatewayProc:
-    """apimd --profile gateway in a fresh home."""
-
-    def __init__(self, extra=None):
-        self.dir = tempfile.mkdtemp(prefix="apimtest-gw-")
-        self.home = os.path.join(self.dir, "home")
-        self.off = gateway_offset()
-        self.port = GW_HTTP + self.off
-        conf = {"server": {"home": self.home, "host": "127.0.0.1",
-                           "port_offset": self.off},
-                "log": {"format": "text"},
-                # a control plane nobody answers on
-                "gateway": {"control_plane_url": "http://127.0.0.1:%d"
-                                                 % apimtest.unused_port(),
-                            "credential": "gw-profile-test-credential"}}
-        self.conf = apimtest.merge_conf(conf, extra or {})
-        self.conf_path = apimtest.write_conf(os.path.join(self.dir, "apim.conf"), self.conf)
-        self.out = os.path.join(self.dir, "stdout")
-        self.err = os.path.join(self.dir, "stderr")
-        self.proc = None
-
-    def start(self):
-        with open(self.out, "wb") as o, open(self.err, "wb") as e:
-            self.proc = subprocess.Popen(
-                [apimtest.apimd_path(), "--profile", "gateway", "--config", self.conf_path],
-                env=apimtest.clean_env(), cwd=self.dir, stdin=subprocess.DEVNULL,
-                stdout=o, stderr=e, preexec_fn=apimtest._child_setup)
-        # ready: apimd printed its banner (after nginx listens)
-        if not wait_for(lambda: self.proc.poll() is not None or
-                        "ready in" in self.stdout(), 20):
-            raise AssertionError("gateway did not listen: %s" % self.stderr())
-        if self.proc.poll() is not None:
-            raise AssertionError("apimd exited %d: %s" % (self.proc.returncode, self.stderr()))
-        return self
-
-    def stdout(self):
-        with open(self.out, errors="replace") as f:
-            return f.read()
-
-    def stderr(self):
-        with open(self.err, errors="replace") as f:
-            return f.read()
-
-    def nginx_pid(self):
-        path = os.path.join(self.home, "gateway", "nginx.pid")
-        try:
-            with open(path) as f:
-                return int(f.read().strip())
-        except (OSError, ValueError):
-            return None
-
-    def worker_pids(self, master):
-        out = []
-        for p in os.listdir("/proc"):
-            if not p.isdigit():
-                continue
-            try:
-                with open("/proc/%s/stat" % p) as f:
-                    fields = f.read().split(")")[-1].split()
-                if int(fields[1]) == master and fields[0] != "Z":
-                    out.append(int(p))
-            except (OSError, IndexError, ValueError):
-                pass
-        return sorted(out)
-
-    def close(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        pid = self.nginx_pid()
-        if pid and pid_alive(pid):
-            os.kill(pid, signal.SIGKILL)
-        apimtest.assert_no_sanitizer_report(self.stderr() if os.path.exists(self.err) else "")
-        shutil.rmtree(self.dir, ignore_errors=True)
-
+import gwtest
+from gwtest import (GW_HTTP, GatewayProc, gateway_offset, get, module_path, pid_alive,
+                    skip_without_gateway, wait_for)
 
 class GatewayProfileTest(unittest.TestCase):
 
@@ -335,47 +185,7 @@ class GatewayProfileTest(unittest.TestCase):
         self.assertIn("gateway.module_path", r.stderr)
 
 
-class Backend(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        out = json.dumps({"path": self.path,
-                          "backend": getattr(self.server, "label", ""),
-                          "authorization": self.headers.get("Authorization"),
-                          "host": self.headers.get("Host"),
-                          "x-forwarded-for": self.headers.get("X-Forwarded-For"),
-                          "x-forwarded-proto": self.headers.get("X-Forwarded-Proto")}
-                         ).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(out)))
-        self.end_headers()
-        self.wfile.write(out)
-
-    def log_message(self, *args):
-        pass
-
-
-def basic(user, pw):
-    return "Basic " + base64.b64encode(("%s:%s" % (user, pw)).encode()).decode()
-
-
-class AllInOneGatewayTest(unittest.TestCase):
-
-    @classmethod
-    def setUpClass(cls):
-        skip_without_gateway()
-        cls.srv = apimtest.ApimServer()
-        cls.srv.prepare()
-        # the harness checks 9443+offset only: make sure 8280+offset is free too
-        off = gateway_offset()
-        cls.srv._write_conf(off)
-        cls.srv.start()
-        cls.gw_port = GW_HTTP + off
-
-    @classmethod
-    def tearDownClass(cls):
-        srv = getattr(cls, "srv", None)
-        if srv is not None:
-            srv.stop()
+class AllInOneGatewayTest(gwtest.AllInOne, unittest.TestCase):
 
     def test_prints_gateway_line_and_serves_faults(self):
         self.assertIn("gateway        http://127.0.0.1:%d/{context}/{version}" % self.gw_port,
@@ -383,48 +193,6 @@ class AllInOneGatewayTest(unittest.TestCase):
         status, js, body = get(self.gw_port, "/nope/v1/x")
         self.assertEqual(status, 403, body)
         self.assertEqual(js["code"], "900906")
-
-    def start_backend(self, label="be"):
-        backend = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Backend)
-        backend.label = label
-        threading.Thread(target=backend.serve_forever, daemon=True).start()
-        self.addCleanup(backend.server_close)
-        self.addCleanup(backend.shutdown)
-        return backend
-
-    def deploy_subscribe_token(self, endpoint_config, prefix):
-        """An API with endpoint_config, deployed, published, subscribed:
-        (its name, an access token)."""
-        c = self.srv.client()
-        name = pt.uniq(prefix)
-        api = pt.create_api(self, c, name=name, policies=["Unlimited"],
-                            endpointConfig=endpoint_config)
-        r = c.post(pt.APIS + "/%s/revisions" % api["id"], json={"description": "r1"})
-        self.assertEqual(r.status, 201, r)
-        r = c.post(pt.APIS + "/%s/deploy-revision" % api["id"],
-                   query={"revisionId": r.json["id"]}, json=DEFAULT_ENV)
-        self.assertEqual(r.status, 201, r)
-        r = c.post(pt.PUB + "/apis/change-lifecycle",
-                   query={"apiId": api["id"], "action": "Publish"})
-        self.assertEqual(r.status, 200, r)
-        r = c.post(DP + "/applications", json={"name": pt.uniq("GwApp"),
-                                               "throttlingPolicy": "Unlimited"})
-        self.assertEqual(r.status, 201, r)
-        app = r.json
-        r = c.post(DP + "/subscriptions", json={"applicationId": app["applicationId"],
-                                                "apiId": api["id"],
-                                                "throttlingPolicy": "Unlimited"})
-        self.assertEqual(r.status, 201, r)
-        r = c.post(DP + "/applications/%s/generate-keys" % app["applicationId"], json={
-            "keyType": "PRODUCTION", "grantTypesToBeSupported": ["client_credentials"],
-            "callbackUrl": "", "scopes": [], "validityTime": 3600})
-        self.assertEqual(r.status, 200, r)
-        keys = r.json
-        r = self.srv.client(None).post(
-            "/oauth2/token", data="grant_type=client_credentials", content_type=FORM,
-            headers={"Authorization": basic(keys["consumerKey"], keys["consumerSecret"])})
-        self.assertEqual(r.status, 200, r)
-        return name, r.json["access_token"]
 
     def test_load_balanced_and_failover_endpoints_from_the_publisher(self):
         a = self.start_backend("a")

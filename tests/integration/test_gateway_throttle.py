@@ -20,85 +20,33 @@ cluster, nats-server.
 """
 
 import base64
-import http.client
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import tempfile
 import time
 import unittest
 
 import apimtest
-import test_events as te
-import test_gateway_module as gm
-import test_gateway_profile as gp
+import gwtest
 import test_publisher as pt
-import test_traffic_manager as tm_test
+from gwtest import avoid_window_end, call, policy, wait_for
 
-MODULE = gm.MODULE
-NGINX = gm.NGINX
-HOUR_MS = 3600 * 1000
+HOUR_MS = gwtest.HOUR_MS
 APP2_ID = "22222222-bbbb-4bbb-8bbb-000000000002"
 APP2_KEY = "app2ConsumerKey0001"
-
-
-def wait_for(cond, timeout=10.0, step=0.05):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(step)
-    return cond()
-
-
-def avoid_window_end():
-    """Hour windows: no test straddles two."""
-    if time.time() % 3600 > 3600 - 150:
-        time.sleep(3600 - time.time() % 3600 + 1)
-
-
-def policy(level, name, count, unit="hour", **extra):
-    doc = {"policyName": name, "defaultLimit": {
-        "type": "REQUESTCOUNTLIMIT",
-        "requestCount": {"requestCount": count, "timeUnit": unit, "unitTime": 1}}}
-    doc.update(extra)
-    return {"id": "pol-" + name, "level": level, "name": name, "doc": doc}
-
-
-def call(port, path, token, headers=None):
-    h = {"Authorization": "Bearer " + token}
-    h.update(headers or {})
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        c.request("GET", path, headers=h)
-        r = c.getresponse()
-        body = r.read()
-        try:
-            js = json.loads(body)
-        except ValueError:
-            js = None
-        return r.status, js, {k.lower(): v for k, v in r.getheaders()}
-    finally:
-        c.close()
 
 
 class LocalLimitsTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        if not MODULE or not os.path.exists(MODULE):
-            raise unittest.SkipTest("APIM_NGINX_MODULE not built")
-        if not os.path.exists(NGINX):
-            raise unittest.SkipTest("nginx not installed")
+        gwtest.skip_without_module()
         avoid_window_end()
         cls.tmp = tempfile.mkdtemp(prefix="apim-gw-throttle-")
         os.chmod(cls.tmp, 0o755)
-        cls.backend = gm.start_backend("production")
-        cls.key, cls.jwk = gm.rsa_jwk(cls.tmp)
+        cls.backend = gwtest.start_backend("production")
+        cls.key, cls.jwk = gwtest.rsa_jwk(cls.tmp)
         ec = {"endpoint_type": "http",
               "production_endpoints": {
                   "url": "http://127.0.0.1:%d/be" % cls.backend.server_port}}
@@ -170,7 +118,7 @@ class LocalLimitsTest(unittest.TestCase):
                   jwt("http://wso2.org/claims/subscriber", "mallory"))])
         subs = []
         for i, a in enumerate(apis, 1):
-            subs.append({"id": "s%d" % i, "apiId": a["id"], "applicationId": gm.APP_ID,
+            subs.append({"id": "s%d" % i, "apiId": a["id"], "applicationId": gwtest.APP_ID,
                          "tier": tiers[i], "status": "UNBLOCKED"})
         subs.append({"id": "s2-4", "apiId": apis[3]["id"], "applicationId": APP2_ID,
                      "tier": "Unlimited", "status": "UNBLOCKED"})
@@ -178,10 +126,10 @@ class LocalLimitsTest(unittest.TestCase):
             "seq": 1,
             "apis": apis,
             "applications": [
-                {"id": gm.APP_ID, "name": "App1", "owner": "alice", "tier": "Unlimited"},
+                {"id": gwtest.APP_ID, "name": "App1", "owner": "alice", "tier": "Unlimited"},
                 {"id": APP2_ID, "name": "App2", "owner": "bob", "tier": "App6"}],
             "keyMappings": [
-                {"applicationId": gm.APP_ID, "consumerKey": gm.PROD_KEY,
+                {"applicationId": gwtest.APP_ID, "consumerKey": gwtest.PROD_KEY,
                  "keyType": "PRODUCTION"},
                 {"applicationId": APP2_ID, "consumerKey": APP2_KEY, "keyType": "PRODUCTION"}],
             "subscriptions": subs,
@@ -196,78 +144,38 @@ class LocalLimitsTest(unittest.TestCase):
                 policy("application", "Unlimited", 2147483647),
                 policy("advanced", "Unlimited", 2147483647)],
             "revokedJwts": [],
-            "keyManagers": [{"name": "Resident Key Manager", "issuer": gm.ISSUER,
+            "keyManagers": [{"name": "Resident Key Manager", "issuer": gwtest.ISSUER,
                              "jwks": {"keys": [cls.jwk]}}],
         }
         with open(os.path.join(cls.tmp, "snapshot.json"), "w") as f:
             json.dump(snap, f)
-        cls.port = gm.free_port()
-        conf = os.path.join(cls.tmp, "nginx.conf")
-        with open(conf, "w") as f:
-            f.write("""
-load_module %(module)s;
-daemon off;
-master_process on;
-worker_processes 1;
-error_log %(dir)s/error.log notice;
-pid %(dir)s/nginx.pid;
-events { worker_connections 256; }
-http {
+        cls.port = gwtest.free_port()
+        cls.nginx = gwtest.start_nginx(cls.tmp, cls.port, gwtest.nginx_conf(cls.tmp, """
     apim_snapshot_file %(dir)s/snapshot.json;
-    log_format t '$status $apim_fault_code out=$apim_throttled_out $uri';
-    access_log %(dir)s/access.log t;
-    client_body_temp_path %(dir)s/body;
-    proxy_temp_path %(dir)s/proxy;
-    fastcgi_temp_path %(dir)s/fastcgi;
-    uwsgi_temp_path %(dir)s/uwsgi;
-    scgi_temp_path %(dir)s/scgi;
     server {
         listen 127.0.0.1:%(port)d;
         location / {
             apim_gateway on;
             proxy_pass $apim_backend$apim_rest$is_args$args;
         }
-    }
-}
-""" % {"module": MODULE, "dir": cls.tmp, "port": cls.port})
-        with open(os.path.join(cls.tmp, "stderr.log"), "w") as err:
-            cls.nginx = subprocess.Popen([NGINX, "-c", conf, "-p", cls.tmp + "/"],
-                                         stdout=subprocess.DEVNULL, stderr=err)
-        ok = wait_for(lambda: cls.nginx.poll() is not None or gm_port_open(cls.port))
-        if cls.nginx.poll() is not None or not ok:
-            raise RuntimeError("nginx did not start")
-        cls.tok1 = cls.token(gm.PROD_KEY, "alice")
+    }""" % {"dir": cls.tmp, "port": cls.port},
+            log_format="$status $apim_fault_code out=$apim_throttled_out $uri"))
+        cls.tok1 = cls.token(gwtest.PROD_KEY, "alice")
         cls.tok2 = cls.token(APP2_KEY, "bob")
         cls.tok2b = cls.token(APP2_KEY, "carol")
 
     @classmethod
     def tearDownClass(cls):
         if getattr(cls, "nginx", None) is not None and cls.nginx.poll() is None:
-            cls.nginx.send_signal(signal.SIGQUIT)
-            try:
-                cls.nginx.wait(10)
-            except subprocess.TimeoutExpired:
-                cls.nginx.kill()
-                cls.nginx.wait()
-        if getattr(cls, "backend", None) is not None:
-            cls.backend.shutdown()
-            cls.backend.server_close()
+            gwtest.stop_nginx(cls.nginx)
+        gwtest.stop_backend(getattr(cls, "backend", None))
         if getattr(cls, "tmp", None):
             shutil.rmtree(cls.tmp, ignore_errors=True)
 
     @classmethod
     def token(cls, client, sub):
-        now = int(time.time())
-        header = {"alg": "RS256", "typ": "JWT", "kid": gm.KID}
-        claims = {"iss": gm.ISSUER, "sub": sub, "azp": client, "client_id": client,
-                  "scope": "default", "iat": now, "exp": now + 3600,
-                  "jti": "thr-%s-%s" % (sub, now)}
-        signing_input = (gm.b64url(json.dumps(header).encode()) + "." +
-                         gm.b64url(json.dumps(claims).encode()))
-        sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", cls.key],
-                             input=signing_input.encode(), check=True,
-                             capture_output=True).stdout
-        return signing_input + "." + gm.b64url(sig)
+        return gwtest.jwt(cls.key, client, sub, jti="thr-%s-%s" % (sub, int(time.time())),
+                          aud=False)
 
     def run_until_refused(self, path, token, n):
         """n calls: the statuses, and the first refusal (status, body, headers)."""
@@ -393,17 +301,17 @@ SUB_POLICIES = "/api/am/admin/v4/throttling/policies/subscription"
 LIMIT = 20
 
 
-@unittest.skipUnless(te.HAVE_NATS, "nats-server not installed")
+@unittest.skipUnless(gwtest.HAVE_NATS, "nats-server not installed")
 class ClusterTest(unittest.TestCase):
     """Tests run in order (test_1..., test_2...): the last kills the
     Traffic Manager."""
 
     @classmethod
     def setUpClass(cls):
-        gp.skip_without_gateway()
+        gwtest.skip_without_gateway()
         avoid_window_end()
-        cls.nats = te.NatsServer().start()
-        cls.bus = tm_test.Nats(cls.nats.port)
+        cls.nats = gwtest.NatsServer().start()
+        cls.bus = gwtest.Nats(cls.nats.port)
         cls.cp = apimtest.ApimServer(profile="control-plane", conf={
             "event_hub": {"url": cls.nats.url}, "gateway": {"credential": CRED}})
         cls.cp.start()
@@ -418,26 +326,19 @@ class ClusterTest(unittest.TestCase):
                 "type": "REQUESTCOUNTLIMIT",
                 "requestCount": {"requestCount": 4, "timeUnit": "hour", "unitTime": 1}}})
         assert r.status == 201, r.text
-        cls.backend = gm.start_backend("production")
+        cls.backend = gwtest.start_backend("production")
         cls.name = pt.uniq("ThrApi")
         api = pt.create_api(unittest.TestCase(), c, name=cls.name, policies=["Thr20PerHour", "Thr4Soft", "Unlimited"],
                             endpointConfig={"endpoint_type": "http", "production_endpoints": {
                                 "url": "http://127.0.0.1:%d/be" % cls.backend.server_port}})
         cls.api_id = api["id"]
-        r = c.post(pt.APIS + "/%s/revisions" % api["id"], json={"description": "r1"})
-        assert r.status == 201, r.text
-        r = c.post(pt.APIS + "/%s/deploy-revision" % api["id"],
-                   query={"revisionId": r.json["id"]}, json=gp.DEFAULT_ENV)
-        assert r.status == 201, r.text
-        r = c.post(pt.PUB + "/apis/change-lifecycle",
-                   query={"apiId": api["id"], "action": "Publish"})
-        assert r.status == 200, r.text
+        gwtest.deploy_publish(c, api["id"])
         cls.apps = [cls.subscribed_app(c) for _ in range(2)]
         cls.soft_app = cls.subscribed_app(c, "Thr4Soft")
         cls.tm = cls.start_tm()
         extra = {"event_hub": {"url": cls.nats.url},
                  "gateway": {"control_plane_url": cls.cp.base_url, "credential": CRED}}
-        cls.gws = [gp.GatewayProc(extra).start(), gp.GatewayProc(extra).start()]
+        cls.gws = [gwtest.GatewayProc(extra).start(), gwtest.GatewayProc(extra).start()]
         cls.path = "/%s/1.0.0/items" % cls.name.lower()
         # both gateways serve the API (a bad token: nothing counted)
         for g in cls.gws:
@@ -446,35 +347,11 @@ class ClusterTest(unittest.TestCase):
 
     @classmethod
     def subscribed_app(cls, c, tier="Thr20PerHour"):
-        r = c.post(gp.DP + "/applications", json={"name": pt.uniq("ThrApp"),
-                                                  "throttlingPolicy": "Unlimited"})
-        assert r.status == 201, r.text
-        app = r.json
-        r = c.post(gp.DP + "/subscriptions", json={"applicationId": app["applicationId"],
-                                                   "apiId": cls.api_id,
-                                                   "throttlingPolicy": tier})
-        assert r.status == 201, r.text
-        r = c.post(gp.DP + "/applications/%s/generate-keys" % app["applicationId"], json={
-            "keyType": "PRODUCTION", "grantTypesToBeSupported": ["client_credentials"],
-            "callbackUrl": "", "scopes": [], "validityTime": 3600})
-        assert r.status == 200, r.text
-        keys = r.json
-        r = cls.cp.client(None).post(
-            "/oauth2/token", data="grant_type=client_credentials", content_type=gp.FORM,
-            headers={"Authorization": gp.basic(keys["consumerKey"], keys["consumerSecret"])})
-        assert r.status == 200, r.text
-        return app["applicationId"], r.json["access_token"]
+        return gwtest.subscribed_app(cls.cp, c, cls.api_id, tier)
 
     @classmethod
     def start_tm(cls):
-        tm = apimtest.ApimServer(profile="traffic-manager", conf={
-            "event_hub": {"url": cls.nats.url},
-            "gateway": {"control_plane_url": cls.cp.base_url, "credential": CRED}})
-        tm.start(wait=False)
-        ok = wait_for(lambda: "rate-limit policies (" in tm.stderr_this_run() or
-                      not tm.running(), 20)
-        assert ok and tm.running(), tm.stderr_tail()
-        return tm
+        return gwtest.start_tm(cls.nats.url, cls.cp.base_url, CRED)
 
     @classmethod
     def tearDownClass(cls):
@@ -489,9 +366,7 @@ class ClusterTest(unittest.TestCase):
             cls.bus.close()
         if getattr(cls, "nats", None) is not None:
             cls.nats.stop()
-        if getattr(cls, "backend", None) is not None:
-            cls.backend.shutdown()
-            cls.backend.server_close()
+        gwtest.stop_backend(getattr(cls, "backend", None))
 
     def error_log(self, g):
         try:
@@ -599,14 +474,6 @@ class ClusterTest(unittest.TestCase):
         for g in self.gws:
             self.assertTrue(wait_for(lambda: "Traffic Manager heard again" in self.error_log(g),
                                      10), self.error_log(g))
-
-
-def gm_port_open(port):
-    try:
-        socket.create_connection(("127.0.0.1", port), 0.2).close()
-        return True
-    except OSError:
-        return False
 
 
 if __name__ == "__main__":

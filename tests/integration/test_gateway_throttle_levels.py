@@ -21,20 +21,19 @@ all Traffic Managers killed: test_gateway_throttle.ClusterTest.test_2;
 blocking conditions taking effect and lifting: test_gateway_block.)
 """
 
+import base64
+import os
 import time
 import unittest
 
 import apimtest
-import test_events as te
-import test_gateway_custom as tc
-import test_gateway_profile as gp
-import test_gateway_throttle as gt
+import gwtest
 import test_publisher as pt
-import test_traffic_manager as tm_test
 
 POLICIES = "/api/am/admin/v4/throttling/policies/"
 LIMIT = 12
-BW_LIMIT = 10 * 1024       # bytes: 10 KB, of tc.BODY-byte responses
+CRED = "gw-levels-" + base64.b32encode(os.urandom(10)).decode().lower()
+BW_LIMIT = 10 * 1024       # bytes: 10 KB, of gwtest.SIZED_BODY-byte responses
 QUIET = 2.0                # seconds without an admission: a row is done
 
 
@@ -81,20 +80,20 @@ class Row:
         return sum(self.ok.values())
 
 
-@unittest.skipUnless(te.HAVE_NATS, "nats-server not installed")
+@unittest.skipUnless(gwtest.HAVE_NATS, "nats-server not installed")
 class TwoGatewayLevelsTest(unittest.TestCase):
     """Tests run in order; test_2 kills the leading Traffic Manager."""
 
     @classmethod
     def setUpClass(cls):
-        gp.skip_without_gateway()
-        gt.avoid_window_end()
-        cls.nats = te.NatsServer().start()
-        cls.bus = tm_test.Nats(cls.nats.port)
+        gwtest.skip_without_gateway()
+        gwtest.avoid_window_end()
+        cls.nats = gwtest.NatsServer().start()
+        cls.bus = gwtest.Nats(cls.nats.port)
         cls.cp = apimtest.ApimServer(profile="control-plane", conf={
-            "event_hub": {"url": cls.nats.url}, "gateway": {"credential": gt.CRED}})
+            "event_hub": {"url": cls.nats.url}, "gateway": {"credential": CRED}})
         cls.cp.start()
-        cls.backend = tc.start_backend()
+        cls.backend = gwtest.start_sized_backend()
         c = cls.cp.client()
         cls.rows = {}
         made = []
@@ -102,19 +101,19 @@ class TwoGatewayLevelsTest(unittest.TestCase):
             policy = pt.uniq("Lv" + name.capitalize())
             api_name = pt.uniq("LvApi")
             if level == "custom":
-                body = {"keyTemplate": "$apiContext", "siddhiQuery": tc.siddhi(
+                body = {"keyTemplate": "$apiContext", "siddhiQuery": gwtest.siddhi(
                     "apiContext == '/%s'" % api_name.lower(), LIMIT)}
             r = c.post(POLICIES + level, json=dict(body, policyName=policy,
                                                   description="issue 6"))
             assert r.status == 201, r.text
             made.append((name, code, headers, cls.deploy(c, api_name, policy, uses),
                          policy, uses))
-        cls.tms = [gt.ClusterTest.start_tm.__func__(cls)]
+        cls.tms = [gwtest.start_tm(cls.nats.url, cls.cp.base_url, CRED)]
         time.sleep(0.5)     # the first is the oldest: it leads
-        cls.tms.append(gt.ClusterTest.start_tm.__func__(cls))
+        cls.tms.append(gwtest.start_tm(cls.nats.url, cls.cp.base_url, CRED))
         extra = {"event_hub": {"url": cls.nats.url},
-                 "gateway": {"control_plane_url": cls.cp.base_url, "credential": gt.CRED}}
-        cls.gws = [gp.GatewayProc(extra).start(), gp.GatewayProc(extra).start()]
+                 "gateway": {"control_plane_url": cls.cp.base_url, "credential": CRED}}
+        cls.gws = [gwtest.GatewayProc(extra).start(), gwtest.GatewayProc(extra).start()]
         cls.made = made
         for name, code, headers, (api_name, api_id), policy, uses in made:
             cls.rows[name] = Row(name, code, "/%s/1.0.0/items" % api_name.lower(),
@@ -125,8 +124,8 @@ class TwoGatewayLevelsTest(unittest.TestCase):
         cls.sub_path = "/%s/1.0.0/items" % api_name.lower()
         for g in cls.gws:
             for row in cls.rows.values():
-                ok = gt.wait_for(lambda: gt.call(g.port, row.path, "not-a-token")[0] == 401,
-                                 20, 0.1)
+                ok = gwtest.wait_for(
+                    lambda: gwtest.call(g.port, row.path, "not-a-token")[0] == 401, 20, 0.1)
                 assert ok, "gateway %d does not serve %s" % (g.port, row.path)
 
     @classmethod
@@ -141,37 +140,14 @@ class TwoGatewayLevelsTest(unittest.TestCase):
                             endpointConfig={"endpoint_type": "http", "production_endpoints": {
                                 "url": "http://127.0.0.1:%d/be" % cls.backend.server_port}},
                             **kw)
-        r = c.post(pt.APIS + "/%s/revisions" % api["id"], json={"description": "r1"})
-        assert r.status == 201, r.text
-        r = c.post(pt.APIS + "/%s/deploy-revision" % api["id"],
-                   query={"revisionId": r.json["id"]}, json=gp.DEFAULT_ENV)
-        assert r.status == 201, r.text
-        r = c.post(pt.PUB + "/apis/change-lifecycle",
-                   query={"apiId": api["id"], "action": "Publish"})
-        assert r.status == 200, r.text
+        gwtest.deploy_publish(c, api["id"])
         return name, api["id"]
 
     @classmethod
     def token(cls, c, api_id, policy, uses):
-        r = c.post(gp.DP + "/applications", json={
-            "name": pt.uniq("LvApp"),
-            "throttlingPolicy": policy if uses.get("app") else "Unlimited"})
-        assert r.status == 201, r.text
-        app = r.json
-        r = c.post(gp.DP + "/subscriptions", json={
-            "applicationId": app["applicationId"], "apiId": api_id,
-            "throttlingPolicy": policy if uses.get("tier") else "Unlimited"})
-        assert r.status == 201, r.text
-        r = c.post(gp.DP + "/applications/%s/generate-keys" % app["applicationId"], json={
-            "keyType": "PRODUCTION", "grantTypesToBeSupported": ["client_credentials"],
-            "callbackUrl": "", "scopes": [], "validityTime": 3600})
-        assert r.status == 200, r.text
-        keys = r.json
-        r = cls.cp.client(None).post(
-            "/oauth2/token", data="grant_type=client_credentials", content_type=gp.FORM,
-            headers={"Authorization": gp.basic(keys["consumerKey"], keys["consumerSecret"])})
-        assert r.status == 200, r.text
-        return r.json["access_token"]
+        return gwtest.subscribed_app(
+            cls.cp, c, api_id, policy if uses.get("tier") else "Unlimited", "LvApp",
+            app_tier=policy if uses.get("app") else "Unlimited")[1]
 
     @classmethod
     def tearDownClass(cls):
@@ -184,9 +160,7 @@ class TwoGatewayLevelsTest(unittest.TestCase):
             o = getattr(cls, name, None)
             if o is not None:
                 o.stop() if name != "bus" else o.close()
-        if getattr(cls, "backend", None) is not None:
-            cls.backend.shutdown()
-            cls.backend.server_close()
+        gwtest.stop_backend(getattr(cls, "backend", None))
 
     def parties(self):
         beats = self.bus.since(0, "apim.throttle.tm")
@@ -200,7 +174,7 @@ class TwoGatewayLevelsTest(unittest.TestCase):
         while time.monotonic() < deadline:
             for row in rows:
                 for g in self.gws:
-                    status, js, headers = gt.call(g.port, row.path, row.token, row.headers)
+                    status, js, headers = gwtest.call(g.port, row.path, row.token, row.headers)
                     if status == 200:
                         row.ok[g.port] += 1
                         row.last = time.monotonic()
@@ -229,7 +203,7 @@ class TwoGatewayLevelsTest(unittest.TestCase):
             self.assertGreaterEqual(int(retry), 1, row.name)
 
     def test_1_each_level_admits_its_limit_across_two_gateways(self):
-        self.assertTrue(gt.wait_for(lambda: self.parties() >= 2, 10), self.parties())
+        self.assertTrue(gwtest.wait_for(lambda: self.parties() >= 2, 10), self.parties())
         rows = [self.rows[name] for name, *_ in LEVELS]
         self.drive(rows)
         print("\n  admitted by the two gateways: " + ", ".join(
@@ -243,8 +217,9 @@ class TwoGatewayLevelsTest(unittest.TestCase):
         # more per gateway
         row = self.rows["bandwidth"]
         with self.subTest("bandwidth"):
-            self.assertGreaterEqual(row.total() * tc.BODY, BW_LIMIT, row.ok)
-            self.assertLess(row.total() * tc.BODY, BW_LIMIT + 2 * tc.BODY, row.ok)
+            self.assertGreaterEqual(row.total() * gwtest.SIZED_BODY, BW_LIMIT, row.ok)
+            self.assertLess(row.total() * gwtest.SIZED_BODY,
+                            BW_LIMIT + 2 * gwtest.SIZED_BODY, row.ok)
             self.assertTrue(all(row.ok.values()), row.ok)
             self.assertTrue(row.other)
             for status, code, retry in row.other:
@@ -277,7 +252,7 @@ class TwoGatewayLevelsTest(unittest.TestCase):
         self.drive([row], until=lambda: row.total() >= LIMIT // 2)
         tm.stop()
         tm.start(wait=False)
-        self.assertTrue(gt.wait_for(lambda: "rate-limit policies (" in tm.stderr_this_run(),
+        self.assertTrue(gwtest.wait_for(lambda: "rate-limit policies (" in tm.stderr_this_run(),
                                     20), tm.stderr_tail())
         self.drive([row])
         print("\n  Traffic Manager restarted at %d: admitted %d" % (LIMIT // 2, row.total()))

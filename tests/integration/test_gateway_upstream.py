@@ -15,23 +15,15 @@ import http.server
 import json
 import os
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
 import tempfile
 import threading
-import time
 import unittest
 
-MODULE = os.environ.get("APIM_NGINX_MODULE", "")
-NGINX = os.environ.get("APIM_NGINX", "/usr/sbin/nginx")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+import gwtest
+from gwtest import free_port, simple_api as api
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -110,22 +102,11 @@ class Silent:
             c.close()
 
 
-def api(n, context, ec, auth="None"):
-    return {"id": "33333333-aaaa-4aaa-8aaa-%012d" % n, "name": "Api%d" % n,
-            "context": context, "version": "v1", "isDefaultVersion": False,
-            "lifeCycleStatus": "PUBLISHED", "endpointConfig": ec, "policies": [],
-            "operations": [{"target": "/*", "verb": "GET", "authType": auth,
-                            "scopes": []}]}
-
-
 class GatewayUpstreamTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        if not MODULE or not os.path.exists(MODULE):
-            raise unittest.SkipTest("APIM_NGINX_MODULE not built")
-        if not os.path.exists(NGINX):
-            raise unittest.SkipTest("nginx not installed")
+        gwtest.skip_without_module()
         cls.tmp = tempfile.mkdtemp(prefix="apim-gw-up-")
         os.chmod(cls.tmp, 0o755)
         cls.a = start_backend("a")
@@ -193,12 +174,7 @@ class GatewayUpstreamTest(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         if getattr(cls, "nginx", None) is not None and cls.nginx.poll() is None:
-            cls.nginx.send_signal(signal.SIGQUIT)
-            try:
-                cls.nginx.wait(10)
-            except subprocess.TimeoutExpired:
-                cls.nginx.kill()
-                cls.nginx.wait()
+            gwtest.stop_nginx(cls.nginx)
         for name in ("a", "b", "keep", "tls"):
             srv = getattr(cls, name, None)
             if srv is not None:
@@ -211,25 +187,8 @@ class GatewayUpstreamTest(unittest.TestCase):
 
     @classmethod
     def start_nginx(cls):
-        conf = os.path.join(cls.tmp, "nginx.conf")
-        with open(conf, "w") as f:
-            f.write("""
-load_module %(module)s;
-user root;
-daemon off;
-master_process on;
-worker_processes 1;
-error_log %(dir)s/error.log notice;
-pid %(dir)s/nginx.pid;
-events { worker_connections 256; }
-http {
+        cls.nginx = gwtest.start_nginx(cls.tmp, cls.port, gwtest.nginx_conf(cls.tmp, """
     apim_snapshot_file %(dir)s/snapshot.json;
-    access_log %(dir)s/access.log;
-    client_body_temp_path %(dir)s/body;
-    proxy_temp_path %(dir)s/proxy;
-    fastcgi_temp_path %(dir)s/fastcgi;
-    uwsgi_temp_path %(dir)s/uwsgi;
-    scgi_temp_path %(dir)s/scgi;
     upstream apim_backend {
         apim_balancer;
         keepalive 16;
@@ -268,32 +227,12 @@ http {
             proxy_http_version 1.1;
             proxy_set_header Connection "";
         }
-    }
-}
-""" % {"module": MODULE, "dir": cls.tmp, "port": cls.port,
-       "verify_port": cls.verify_port, "cert": cls.cert})
-        with open(os.path.join(cls.tmp, "stderr.log"), "w") as err:
-            cls.nginx = subprocess.Popen([NGINX, "-c", conf, "-p", cls.tmp + "/"],
-                                         stdout=subprocess.DEVNULL, stderr=err)
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            if cls.nginx.poll() is not None:
-                raise RuntimeError("nginx exited: %s%s" % (cls.read_log("stderr.log"),
-                                                           cls.read_log("error.log")))
-            try:
-                socket.create_connection(("127.0.0.1", cls.port), 0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("nginx did not listen")
+    }""" % {"dir": cls.tmp, "port": cls.port,
+       "verify_port": cls.verify_port, "cert": cls.cert}))
 
     @classmethod
     def read_log(cls, name):
-        try:
-            with open(os.path.join(cls.tmp, name), errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
+        return gwtest.read_log(cls.tmp, name)
 
     def call(self, path, headers=None, timeout=10, port=None):
         c = http.client.HTTPConnection("127.0.0.1", port or self.port, timeout=timeout)

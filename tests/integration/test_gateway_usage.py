@@ -12,18 +12,15 @@ import http.client
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
 import time
 import unittest
 
-import test_events as te
-import test_gateway_module as gm
+import gwtest
 
-MODULE = gm.MODULE
-NGINX = gm.NGINX
+
 CTX = "/pizzashack"
 VER = "1.0.0"
 MANY = 250   # distinct resources: more than one message's 200 entries
@@ -33,18 +30,15 @@ class GatewayUsageTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        if not MODULE or not os.path.exists(MODULE):
-            raise unittest.SkipTest("APIM_NGINX_MODULE not built")
-        if not os.path.exists(NGINX):
-            raise unittest.SkipTest("nginx not installed")
-        if not te.HAVE_NATS:
+        gwtest.skip_without_module()
+        if not gwtest.HAVE_NATS:
             raise unittest.SkipTest("nats-server not installed")
         cls.tmp = tempfile.mkdtemp(prefix="apim-gw-usage-")
         os.chmod(cls.tmp, 0o755)
-        cls.backend = gm.start_backend("production")
-        cls.key, cls.jwk = gm.rsa_jwk(cls.tmp)
-        cls.nats = te.NatsServer().start()
-        cls.sub = te.NatsSub(cls.nats.port)
+        cls.backend = gwtest.start_backend("production")
+        cls.key, cls.jwk = gwtest.rsa_jwk(cls.tmp)
+        cls.nats = gwtest.NatsServer().start()
+        cls.sub = gwtest.NatsSub(cls.nats.port)
         ec = {"endpoint_type": "http",
               "production_endpoints": {
                   "url": "http://127.0.0.1:%d/pizza" % cls.backend.server_port}}
@@ -54,101 +48,63 @@ class GatewayUsageTest(unittest.TestCase):
 
         snap = {
             "seq": 1,
-            "apis": [{"id": gm.API_ID, "name": "PizzaShack", "context": CTX,
+            "apis": [{"id": gwtest.API_ID, "name": "PizzaShack", "context": CTX,
                       "version": VER, "isDefaultVersion": True,
                       "lifeCycleStatus": "PUBLISHED", "endpointConfig": ec,
                       "apiThrottlingPolicy": "50KPerMin", "policies": ["Gold"],
                       "operations": [op("/menu", "GET"),
                                      op("/health", "GET", auth="None")]
                                     + [op("/r%d" % i, "GET") for i in range(MANY)]}],
-            "applications": [{"id": gm.APP_ID, "name": "App1", "owner": "alice",
+            "applications": [{"id": gwtest.APP_ID, "name": "App1", "owner": "alice",
                               "tier": "20PerMin"}],
-            "keyMappings": [{"applicationId": gm.APP_ID, "consumerKey": gm.PROD_KEY,
+            "keyMappings": [{"applicationId": gwtest.APP_ID, "consumerKey": gwtest.PROD_KEY,
                              "keyType": "PRODUCTION"}],
-            "subscriptions": [{"id": "s1", "apiId": gm.API_ID,
-                               "applicationId": gm.APP_ID, "tier": "Gold",
+            "subscriptions": [{"id": "s1", "apiId": gwtest.API_ID,
+                               "applicationId": gwtest.APP_ID, "tier": "Gold",
                                "status": "UNBLOCKED"}],
             "revokedJwts": [],
-            "keyManagers": [{"name": "Resident Key Manager", "issuer": gm.ISSUER,
+            "keyManagers": [{"name": "Resident Key Manager", "issuer": gwtest.ISSUER,
                              "jwks": {"keys": [cls.jwk]}}],
         }
         with open(os.path.join(cls.tmp, "snapshot.json"), "w") as f:
             json.dump(snap, f)
-        cls.port = gm.free_port()
-        conf = os.path.join(cls.tmp, "nginx.conf")
-        with open(conf, "w") as f:
-            f.write("""
-load_module %(module)s;
-user root;
-daemon off;
-master_process on;
-worker_processes 1;
-error_log %(dir)s/error.log notice;
-pid %(dir)s/nginx.pid;
-events { worker_connections 256; }
-http {
+        cls.port = gwtest.free_port()
+        cls.nginx = gwtest.start_nginx(cls.tmp, cls.port, gwtest.nginx_conf(cls.tmp, """
     apim_snapshot_file %(dir)s/snapshot.json;
     apim_event_hub_url %(hub)s;
     apim_gateway_label UsageTest;
-    access_log %(dir)s/access.log;
-    client_body_temp_path %(dir)s/body;
-    proxy_temp_path %(dir)s/proxy;
-    fastcgi_temp_path %(dir)s/fastcgi;
-    uwsgi_temp_path %(dir)s/uwsgi;
-    scgi_temp_path %(dir)s/scgi;
     server {
         listen 127.0.0.1:%(port)d;
         location / {
             apim_gateway on;
             proxy_pass $apim_backend$apim_rest$is_args$args;
         }
-    }
-}
-""" % {"module": MODULE, "dir": cls.tmp, "port": cls.port, "hub": cls.nats.url})
-        with open(os.path.join(cls.tmp, "stderr.log"), "w") as err:
-            cls.nginx = subprocess.Popen([NGINX, "-c", conf, "-p", cls.tmp + "/"],
-                                         stdout=subprocess.DEVNULL, stderr=err)
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            if cls.nginx.poll() is not None:
-                raise RuntimeError("nginx exited")
-            try:
-                socket.create_connection(("127.0.0.1", cls.port), 0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+    }""" % {"dir": cls.tmp, "port": cls.port, "hub": cls.nats.url}))
 
     @classmethod
     def tearDownClass(cls):
         if getattr(cls, "nginx", None) is not None and cls.nginx.poll() is None:
-            cls.nginx.send_signal(signal.SIGQUIT)
-            try:
-                cls.nginx.wait(10)
-            except subprocess.TimeoutExpired:
-                cls.nginx.kill()
-                cls.nginx.wait()
+            gwtest.stop_nginx(cls.nginx)
         if getattr(cls, "sub", None) is not None:
             cls.sub.close()
         if getattr(cls, "nats", None) is not None:
             cls.nats.stop()
-        if getattr(cls, "backend", None) is not None:
-            cls.backend.shutdown()
-            cls.backend.server_close()
+        gwtest.stop_backend(getattr(cls, "backend", None))
         if getattr(cls, "tmp", None):
             shutil.rmtree(cls.tmp, ignore_errors=True)
 
     def token(self):
         now = int(time.time())
-        header = {"alg": "RS256", "typ": "JWT", "kid": gm.KID}
-        claims = {"iss": gm.ISSUER, "sub": "alice", "azp": gm.PROD_KEY,
-                  "client_id": gm.PROD_KEY, "scope": "default", "iat": now,
+        header = {"alg": "RS256", "typ": "JWT", "kid": gwtest.KID}
+        claims = {"iss": gwtest.ISSUER, "sub": "alice", "azp": gwtest.PROD_KEY,
+                  "client_id": gwtest.PROD_KEY, "scope": "default", "iat": now,
                   "exp": now + 600, "jti": "usage-%d" % now}
-        signing_input = (gm.b64url(json.dumps(header).encode()) + "." +
-                         gm.b64url(json.dumps(claims).encode()))
+        signing_input = (gwtest.b64url(json.dumps(header).encode()) + "." +
+                         gwtest.b64url(json.dumps(claims).encode()))
         sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", self.key],
                              input=signing_input.encode(), check=True,
                              capture_output=True).stdout
-        return signing_input + "." + gm.b64url(sig)
+        return signing_input + "." + gwtest.b64url(sig)
 
     def call(self, path, token=None):
         h = {"Authorization": "Bearer " + token} if token else {}
@@ -218,11 +174,11 @@ http {
         api_key = "%s:%s" % (CTX, VER)
         self.assertTrue(all(e["apiKey"] == api_key for e in entries), entries)
 
-        ok = [e for e in entries if e["appId"] == gm.APP_ID and e["faultCode"] == ""]
+        ok = [e for e in entries if e["appId"] == gwtest.APP_ID and e["faultCode"] == ""]
         self.assertEqual(sum(e["count"] for e in ok), 3, entries)
         e = ok[0]
-        self.assertEqual(e["subscriptionKey"], "%s:%s:%s" % (gm.APP_ID, CTX, VER))
-        self.assertEqual(e["appKey"], "%s:alice" % gm.APP_ID)
+        self.assertEqual(e["subscriptionKey"], "%s:%s:%s" % (gwtest.APP_ID, CTX, VER))
+        self.assertEqual(e["appKey"], "%s:alice" % gwtest.APP_ID)
         self.assertEqual(e["resourceKey"], "%s/%s/menu:GET" % (CTX, VER))
         self.assertEqual(e["resource"], "GET /menu")
         self.assertEqual(e["keyType"], "PRODUCTION")
@@ -296,7 +252,7 @@ http {
         self.nats.stop()
         self.assertEqual(self.call("/pizzashack/1.0.0/health"), 200)  # NATS down: no harm
         self.nats.start()
-        self.__class__.sub = te.NatsSub(self.nats.port)
+        self.__class__.sub = gwtest.NatsSub(self.nats.port)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and not self.usage():
             self.assertEqual(self.call("/pizzashack/1.0.0/health"), 200)

@@ -21,13 +21,12 @@ import unittest
 import urllib.request
 
 import apimtest
+import gwtest
 import run  # tests/integration/run.py: ThrowawayPostgres, start_watchdog
-import test_gateway_feed as tgf
-import test_gateway_module as tgm
 import test_publisher as pt
-import test_traffic_manager as ttm
 
 LIVE = "/health/live"
+CRED = "resil-" + base64.b32encode(os.urandom(10)).decode().lower()
 READY = "/health/ready"
 APIS = pt.APIS
 USERS = "/scim2/Users"
@@ -1036,9 +1035,9 @@ class NatsNode:
 
 def routed(a, b, within=10):
     """Waits until a message published on a reaches a subscriber on b."""
-    sub = ttm.Nats(b.port, subjects=("apimtest.route",))
+    sub = gwtest.Nats(b.port, subjects=("apimtest.route",))
     try:
-        pub = ttm.Nats(a.port, subjects=())
+        pub = gwtest.Nats(a.port, subjects=())
         try:
             deadline = time.monotonic() + within
             while time.monotonic() < deadline:
@@ -1055,7 +1054,7 @@ def routed(a, b, within=10):
         sub.close()
 
 
-@unittest.skipUnless(tgf.HAVE_ALL, "needs APIM_NGINX_MODULE, nginx and nats-server")
+@unittest.skipUnless(gwtest.HAVE_ALL, "needs APIM_NGINX_MODULE, nginx and nats-server")
 class NatsClusterTest(unittest.TestCase):
     """Control plane, gateway and Traffic Manager all given the URLs of
     both servers of a NATS cluster (event_hub.url, apim_event_hub_url):
@@ -1077,16 +1076,16 @@ class NatsClusterTest(unittest.TestCase):
             urls = "%s,%s" % (cls.n1.url, cls.n2.url)
             spaced = "%s, %s" % (cls.n1.url, cls.n2.url)  # as people write lists in apim.conf
             cls.srv = apimtest.ApimServer(profile="control-plane", conf={
-                "event_hub": {"url": spaced}, "gateway": {"credential": tgf.CRED}})
+                "event_hub": {"url": spaced}, "gateway": {"credential": CRED}})
             cls.srv.start()
             cls.started.append(cls.srv)
             cls.tm = apimtest.ApimServer(profile="traffic-manager", conf={
                 "event_hub": {"url": spaced},
-                "gateway": {"control_plane_url": cls.srv.base_url, "credential": tgf.CRED}})
+                "gateway": {"control_plane_url": cls.srv.base_url, "credential": CRED}})
             cls.tm.start(wait=False)
             cls.started.append(cls.tm)
-            cls.backend = tgm.start_backend("production")
-            cls.gw = tgf.Nginx(cls.srv.base_url, urls).start()
+            cls.backend = gwtest.start_backend("production")
+            cls.gw = gwtest.FeedNginx(cls.srv.base_url, urls, CRED).start()
         except BaseException:
             cls._teardown()
             raise
@@ -1127,7 +1126,7 @@ class NatsClusterTest(unittest.TestCase):
 
     def deployment(self, action):
         r = self.c.post(APIS + "/%s/%s-revision" % (self.api["id"], action),
-                        query={"revisionId": self.rev["id"]}, json=tgf.DEFAULT_ENV)
+                        query={"revisionId": self.rev["id"]}, json=gwtest.DEFAULT_ENV)
         self.assertEqual(r.status, 201, r)
 
     def publish_api(self):
@@ -1147,30 +1146,14 @@ class NatsClusterTest(unittest.TestCase):
         r = self.c.post(pt.PUB + "/apis/change-lifecycle",
                         query={"apiId": self.api["id"], "action": "Publish"})
         self.assertEqual(r.status, 200, r)
-        r = self.c.post(tgf.DP + "/applications", json={"name": pt.uniq("NatsHaApp"),
-                                                        "throttlingPolicy": "Unlimited"})
-        self.assertEqual(r.status, 201, r)
-        app = r.json
-        r = self.c.post(tgf.DP + "/subscriptions", json={
-            "applicationId": app["applicationId"], "apiId": self.api["id"],
-            "throttlingPolicy": "Gold"})
-        self.assertEqual(r.status, 201, r)
-        r = self.c.post(tgf.DP + "/applications/%s/generate-keys" % app["applicationId"], json={
-            "keyType": "PRODUCTION", "grantTypesToBeSupported": ["client_credentials"],
-            "callbackUrl": "", "scopes": [], "validityTime": 3600})
-        self.assertEqual(r.status, 200, r)
-        keys = r.json
-        r = self.srv.client(None).post(
-            "/oauth2/token", data="grant_type=client_credentials", content_type=tgf.FORM,
-            headers={"Authorization": tgf.basic(keys["consumerKey"], keys["consumerSecret"])})
-        self.assertEqual(r.status, 200, r)
-        return r.json["access_token"]
+        return gwtest.subscribed_app(self.srv, self.c, self.api["id"], "Gold",
+                                     "NatsHaApp")[1]
 
     def check_through(self, node, tok):
         """With only node left: the control plane's change events, the
         gateway's usage reports and the Traffic Manager's heartbeats all
         reach a client of node, and the gateway follows the change."""
-        bus = ttm.Nats(node.port, subjects=("apim.notify.api", "apim.throttle.usage",
+        bus = gwtest.Nats(node.port, subjects=("apim.notify.api", "apim.throttle.usage",
                                             "apim.throttle.tm"))
         try:
             t0 = time.monotonic()
@@ -1196,7 +1179,7 @@ class NatsClusterTest(unittest.TestCase):
 
     def current_seq(self):
         r = self.srv.client(None).get("/internal/data/v1/sequence",
-                                      headers={"X-APIM-Gateway-Credential": tgf.CRED})
+                                      headers={"X-APIM-Gateway-Credential": CRED})
         self.assertEqual(r.status, 200, r)
         return r.json["seq"]
 

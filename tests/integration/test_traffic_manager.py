@@ -11,97 +11,15 @@ docs/ARCHITECTURE.md ("Rate limiting") over a raw NATS socket.
 """
 
 import base64
-import json
 import os
-import shutil
-import socket
-import threading
 import time
 import unittest
 
 import apimtest
-from test_events import NatsServer
+from gwtest import HAVE_NATS, HOUR_MS, Nats, NatsServer, wait_for, window_start
 
-HAVE_NATS = shutil.which("nats-server") is not None
 CRED = "tm-cred-" + base64.b32encode(os.urandom(10)).decode().lower()
 POLICIES = "/api/am/admin/v4/throttling/policies/subscription"
-HOUR_MS = 3600 * 1000
-
-
-class Nats:
-    """A raw NATS client: publishes, and collects what it subscribed to."""
-
-    def __init__(self, port, subjects=("apim.throttle.>",)):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-        self.sock.settimeout(None)
-        self.f = self.sock.makefile("rb")
-        if not self.f.readline().startswith(b"INFO "):
-            raise RuntimeError("not a NATS server")
-        self.msgs = []
-        self.cond = threading.Condition()
-        self.pong = threading.Event()
-        self.lock = threading.Lock()
-        subs = b"".join(b"SUB %s %d\r\n" % (s.encode(), i + 1) for i, s in enumerate(subjects))
-        self.sock.sendall(b'CONNECT {"verbose":false,"pedantic":false}\r\n' + subs +
-                          b"PING\r\n")
-        threading.Thread(target=self._read, daemon=True).start()
-        if not self.pong.wait(10):
-            raise RuntimeError("no PONG")
-
-    def _read(self):
-        try:
-            while True:
-                line = self.f.readline()
-                if not line:
-                    break
-                if line.startswith(b"MSG "):
-                    parts = line.split()
-                    payload = self.f.read(int(parts[-1]) + 2)[:-2]
-                    with self.cond:
-                        self.msgs.append((parts[1].decode(), json.loads(payload),
-                                          time.monotonic()))
-                        self.cond.notify_all()
-                elif line.startswith(b"PING"):
-                    with self.lock:
-                        self.sock.sendall(b"PONG\r\n")
-                elif line.startswith(b"PONG"):
-                    self.pong.set()
-        except (OSError, ValueError):
-            pass
-
-    def publish(self, subject, body):
-        data = json.dumps(body).encode()
-        with self.lock:
-            self.sock.sendall(b"PUB %s %d\r\n%s\r\n" % (subject.encode(), len(data), data))
-
-    def close(self):
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.sock.close()
-
-    def since(self, t0, subject):
-        with self.cond:
-            return [b for s, b, t in self.msgs if s == subject and t >= t0]
-
-    def wait_for(self, pred, timeout=5.0, t0=0.0):
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while True:
-                for s, b, t in self.msgs:
-                    if t >= t0 and pred(s, b):
-                        return b
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError("no matching NATS message within %.1f s; last: %r"
-                                         % (timeout, [(s, b) for s, b, _ in self.msgs[-8:]]))
-                self.cond.wait(left)
-
-
-def window_start(ms=None):
-    ms = int(time.time() * 1000) if ms is None else ms
-    return ms - ms % HOUR_MS
 
 
 @unittest.skipUnless(HAVE_NATS, "nats-server not installed")
@@ -139,7 +57,7 @@ class TrafficManagerTest(unittest.TestCase):
             "gateway": {"control_plane_url": self.cp.base_url, "credential": CRED}})
         tm.start(wait=False)
         self.tms.append(tm)
-        ok = apimtest_wait(lambda: "rate-limit policies (" in tm.stderr_this_run() or
+        ok = wait_for(lambda: "rate-limit policies (" in tm.stderr_this_run() or
                            not tm.running(), 20)
         self.assertTrue(ok and tm.running(), tm.stderr_tail())
         return tm
@@ -279,7 +197,7 @@ class TrafficManagerTest(unittest.TestCase):
         self.assertTrue(self.grants(t0, key), (counts, held))
         tm.stop()
         tm.start(wait=False)
-        self.assertTrue(apimtest_wait(lambda: "rate-limit policies (" in tm.stderr_this_run(),
+        self.assertTrue(wait_for(lambda: "rate-limit policies (" in tm.stderr_this_run(),
                                       20), tm.stderr_tail())
         t1 = time.monotonic()
         counts, held = self.drive(key, parties, [2, 2], 3.0, counts, held)
@@ -335,15 +253,6 @@ class TrafficManagerTest(unittest.TestCase):
         self.assertIn("gwA/1", g, tm.stderr_tail())
         self.assertGreater(g["gwA/1"], 2 ** 31)
         self.assertLessEqual(g["gwA/1"], 8 * 1024 ** 3)
-
-
-def apimtest_wait(cond, timeout=10, step=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(step)
-    return bool(cond())
 
 
 if __name__ == "__main__":

@@ -9,18 +9,21 @@ Reports are sent as gateway workers send them, over a raw NATS socket
 plane.
 """
 
+import base64
+import os
 import time
 import unittest
 
 import apimtest
-import test_traffic_manager as ttm
-from test_events import NatsServer
+import gwtest
+from gwtest import NatsServer
 
-CRED = ttm.CRED
+CRED = "tm-ops-cred-" + base64.b32encode(os.urandom(10)).decode().lower()
+POLICIES = "/api/am/admin/v4/throttling/policies/subscription"
 POLICY = "TmOps100PerHour"
 
 
-@unittest.skipUnless(ttm.HAVE_NATS, "nats-server not installed")
+@unittest.skipUnless(gwtest.HAVE_NATS, "nats-server not installed")
 class TrafficManagerOpsTest(unittest.TestCase):
 
     @classmethod
@@ -31,12 +34,12 @@ class TrafficManagerOpsTest(unittest.TestCase):
         cls.cp = apimtest.ApimServer(profile="control-plane", conf={
             "event_hub": {"url": cls.nats.url}, "gateway": {"credential": CRED}})
         cls.cp.start()
-        r = cls.cp.client().post(ttm.POLICIES, json={
+        r = cls.cp.client().post(POLICIES, json={
             "policyName": POLICY, "defaultLimit": {
                 "type": "REQUESTCOUNTLIMIT",
                 "requestCount": {"requestCount": 100, "timeUnit": "hour", "unitTime": 1}}})
         assert r.status == 201, r.text
-        cls.bus = ttm.Nats(cls.nats.port)
+        cls.bus = gwtest.Nats(cls.nats.port)
 
     @classmethod
     def tearDownClass(cls):
@@ -70,12 +73,12 @@ class TrafficManagerOpsTest(unittest.TestCase):
         self.bus.publish("apim.throttle.usage", {
             "gatewayId": gw, "pid": int(pid), "entries": [], "quota": [{
                 "key": key, "level": "subscription", "policy": policy,
-                "windowStart": ttm.window_start(), "count": count, "allowance": 0}]})
+                "windowStart": gwtest.window_start(), "count": count, "allowance": 0}]})
 
     def test_health_and_metrics_follow_the_usage(self):
         tm = self.start_tm(self.nats.url, {"traffic_manager": {"id": "tm-ops-1"}})
         c = tm.client(None)
-        self.assertTrue(ttm.apimtest_wait(lambda: c.get("/health/ready").status == 200, 15),
+        self.assertTrue(gwtest.wait_for(lambda: c.get("/health/ready").status == 200, 15),
                         c.get("/health/ready").text)
         r = c.get("/health/ready")
         self.assertEqual(r.json, {"status": "UP",
@@ -117,7 +120,7 @@ class TrafficManagerOpsTest(unittest.TestCase):
         self.assertGreaterEqual(after["apim_tm_decisions_published_total"], 1)
         # an unknown policy is counted as rejected, not as an entry
         self.report("gwM/6", "sub:x:/unknown:1", 1, policy="NoSuchPolicy")
-        self.assertTrue(ttm.apimtest_wait(
+        self.assertTrue(gwtest.wait_for(
             lambda: self.metrics(tm)["apim_tm_usage_rejected_total"] >
             after["apim_tm_usage_rejected_total"], 5))
         self.assertEqual(self.metrics(tm)["apim_tm_usage_entries_total"],
@@ -133,17 +136,17 @@ class TrafficManagerOpsTest(unittest.TestCase):
         self.assertEqual(r.json["checks"]["eventHub"], "DOWN")
         self.assertEqual(c.get("/health/live").status, 200)
         hub.start()
-        self.assertTrue(ttm.apimtest_wait(lambda: c.get("/health/ready").status == 200, 15),
+        self.assertTrue(gwtest.wait_for(lambda: c.get("/health/ready").status == 200, 15),
                         c.get("/health/ready").text)
         self.assertEqual(c.get("/health/ready").json["checks"],
                          {"eventHub": "UP", "policies": "UP"})
         # NATS goes away: not ready; back: ready again
         hub.stop()
-        self.assertTrue(ttm.apimtest_wait(lambda: c.get("/health/ready").status == 503, 10))
+        self.assertTrue(gwtest.wait_for(lambda: c.get("/health/ready").status == 503, 10))
         self.assertEqual(c.get("/health/ready").json["checks"]["eventHub"], "DOWN")
         self.assertEqual(self.metrics(tm)["apim_tm_event_hub_connected"], 0)
         hub.start()
-        self.assertTrue(ttm.apimtest_wait(lambda: c.get("/health/ready").status == 200, 15))
+        self.assertTrue(gwtest.wait_for(lambda: c.get("/health/ready").status == 200, 15))
 
     def test_own_port(self):
         port = apimtest.unused_port()
@@ -159,7 +162,7 @@ class TrafficManagerOpsTest(unittest.TestCase):
                 return c.get("/health/ready").status == 200
             except OSError:
                 return False
-        self.assertTrue(ttm.apimtest_wait(ready, 15), tm.stderr_tail())
+        self.assertTrue(gwtest.wait_for(ready, 15), tm.stderr_tail())
         self.assertTrue(apimtest.port_is_free(tm.port))  # not on 9443+offset
 
 
