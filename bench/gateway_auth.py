@@ -33,7 +33,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
 
-from test_gateway_module import b64url, free_port, rsa_jwk  # noqa: E402
+from gwtest import b64url, free_port, rsa_jwk  # noqa: E402
 
 ISSUER = "https://127.0.0.1:9443/oauth2/token"
 API_ID = "bench-api-1"
