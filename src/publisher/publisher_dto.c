@@ -144,6 +144,10 @@ int publisher_dto_context(const char *in, char *out, size_t outlen, char *err, s
 	}
 	if (versions > 1)
 		return errf(err, errlen, "'context' %s may contain {version} only once", out);
+	/* the gateway answers /_apim/... itself (health, metrics) */
+	if (strncmp(out, "/_apim", 6) == 0 && (out[6] == '\0' || out[6] == '/'))
+		return errf(err, errlen, "'context' %s is reserved: the gateway serves /_apim itself",
+			    out);
 	/* "." and ".." segments would be rewritten by clients and proxies. */
 	for (const char *p = out; *p; p++) {
 		if (*p != '/')

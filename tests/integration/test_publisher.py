@@ -339,6 +339,8 @@ class ApiValidationTest(PublisherCase):
         ({"version": "1.0 beta"}, "'version'"),
         ({"context": "/pizza shop"}, "'context'"),
         ({"context": "/a//b"}, "//"),
+        ({"context": "/_apim/metrics"}, "reserved"),
+        ({"context": "_apim"}, "reserved"),
         ({"context": "/{id}/x"}, "{version}"),
         ({"context": "/" + "c" * 210}, "200"),
         ({"type": "GRAPHQL"}, "not supported"),
