@@ -608,7 +608,8 @@ class ApimNode(Node):
         self.port_offset = port_offset
         self.home = os.path.join(self.dir, "home")
         self.conf = os.path.join(self.dir, "apim.conf")
-        if kind == "control-plane":
+        if kind in ("control-plane", "traffic-manager"):
+            # a Traffic Manager serves /health/* and /metrics there
             self.port = CP_PORT + port_offset
             self.url = "http://127.0.0.1:%d" % self.port
         elif kind == "gateway":
@@ -656,13 +657,12 @@ class ApimNode(Node):
         return [self.cluster.apimd, "--profile", self.profile, "--config", self.conf]
 
     def ready(self):
-        if self.kind == "control-plane":
-            st, _ = http_get(self.url + "/health/ready")
-            return st == 200
         if self.kind == "gateway":
             return "ready in" in self.out_this_run() and port_open(self.port)
-        # a Traffic Manager is ready once it read the rate-limit policies
-        return "rate-limit policies (" in self.log_this_run()
+        # a control plane: its databases answer; a Traffic Manager: it is
+        # connected to the event hub and has read the rate-limit policies
+        st, _ = http_get(self.url + "/health/ready")
+        return st == 200
 
     def children_gone(self, timeout=10):
         """A gateway: until its nginx (which dies with apimd) let go of the
@@ -996,7 +996,7 @@ class Cluster:
             "postgresql": "127.0.0.1:%d (apimgtdb, shareddb)" % (PG_PORT + off),
         }
         for n in self.nodes.values():
-            if n.kind in ("control-plane", "gateway"):
+            if n.kind in ("control-plane", "gateway", "traffic-manager"):
                 u["%s (%s)" % (n.name, n.kind if n.kind == "gateway" else n.profile)] = n.url
         return u
 
