@@ -389,6 +389,33 @@ def start_nginx(tmp, port, conf, append=False):
     raise RuntimeError("nginx did not listen")
 
 
+def snapshot_http(tmp, port, directives="", hosts=("127.0.0.1",), listen_opts=""):
+    """The http block most module tests use: the module reading
+    tmp/snapshot.json (plus directives, apim_* lines), one server on port
+    (one listen per host in hosts, with listen_opts) proxying every request
+    through the module."""
+    listens = "".join("\n        listen %s:%d%s;" % (h, port, listen_opts) for h in hosts)
+    return """
+    apim_snapshot_file %(dir)s/snapshot.json;%(directives)s
+    server {%(listens)s
+        location / {
+            apim_gateway on;
+            proxy_pass $apim_backend$apim_rest$is_args$args;
+        }
+    }""" % {"dir": tmp, "directives": directives, "listens": listens}
+
+
+def start_snapshot_gateway(tmp, snap, directives="", **conf):
+    """Writes snap to tmp/snapshot.json and starts nginx on a free port
+    with snapshot_http(); conf goes to nginx_conf (log_format, workers).
+    Returns (port, process)."""
+    with open(os.path.join(tmp, "snapshot.json"), "w") as f:
+        json.dump(snap, f)
+    port = free_port()
+    return port, start_nginx(tmp, port, nginx_conf(tmp, snapshot_http(tmp, port, directives),
+                                                  **conf))
+
+
 def stop_nginx(proc):
     """Graceful stop (SIGQUIT), killed after 10 s; nginx's exit status."""
     rc = None

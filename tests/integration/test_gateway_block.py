@@ -59,16 +59,8 @@ class GatewayBlockModuleTest(gwtest.PizzaGateway, unittest.TestCase):
 
     @classmethod
     def start_nginx(cls):
-        cls.nginx = gwtest.start_nginx(cls.tmp, cls.port, gwtest.nginx_conf(cls.tmp, """
-    apim_snapshot_file %(dir)s/snapshot.json;
-    server {
-        listen 127.0.0.1:%(port)d;
-        listen [::1]:%(port)d;
-        location / {
-            apim_gateway on;
-            proxy_pass $apim_backend$apim_rest$is_args$args;
-        }
-    }""" % {"dir": cls.tmp, "port": cls.port},
+        cls.nginx = gwtest.start_nginx(cls.tmp, cls.port, gwtest.nginx_conf(
+            cls.tmp, gwtest.snapshot_http(cls.tmp, cls.port, hosts=("127.0.0.1", "[::1]")),
             log_format="$remote_addr $status $apim_fault_code"))
 
     def call(self, path=MENU, token=None, v6=False):

@@ -78,16 +78,9 @@ class GatewayBurstModuleTest(gwtest.PizzaGateway, unittest.TestCase):
 
     @classmethod
     def start_nginx(cls):
-        cls.nginx = gwtest.start_nginx(cls.tmp, cls.port, gwtest.nginx_conf(cls.tmp, """
-    apim_snapshot_file %(dir)s/snapshot.json;
-    apim_shared_zone 1m;
-    server {
-        listen 127.0.0.1:%(port)d reuseport;
-        location / {
-            apim_gateway on;
-            proxy_pass $apim_backend$apim_rest$is_args$args;
-        }
-    }""" % {"dir": cls.tmp, "port": cls.port}, workers=2,
+        cls.nginx = gwtest.start_nginx(cls.tmp, cls.port, gwtest.nginx_conf(
+            cls.tmp, gwtest.snapshot_http(cls.tmp, cls.port, "\n    apim_shared_zone 1m;",
+                                          listen_opts=" reuseport"), workers=2,
             log_format="$pid $status $apim_fault_code $apim_app_id $apim_api_id"))
 
     def many(self, path, tok, n, parallel=8):

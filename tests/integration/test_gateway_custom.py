@@ -135,18 +135,7 @@ class LocalCustomTest(unittest.TestCase):
             "keyManagers": [{"name": "Resident Key Manager", "issuer": gwtest.ISSUER,
                              "jwks": {"keys": [cls.jwk]}}],
         }
-        with open(os.path.join(cls.tmp, "snapshot.json"), "w") as f:
-            json.dump(snap, f)
-        cls.port = gwtest.free_port()
-        cls.nginx = gwtest.start_nginx(cls.tmp, cls.port, gwtest.nginx_conf(cls.tmp, """
-    apim_snapshot_file %(dir)s/snapshot.json;
-    server {
-        listen 127.0.0.1:%(port)d;
-        location / {
-            apim_gateway on;
-            proxy_pass $apim_backend$apim_rest$is_args$args;
-        }
-    }""" % {"dir": cls.tmp, "port": cls.port}))
+        cls.port, cls.nginx = gwtest.start_snapshot_gateway(cls.tmp, snap)
         cls.alice = gwtest.jwt(cls.key, gwtest.PROD_KEY, "alice", aud=False)
         cls.bob = gwtest.jwt(cls.key, APP2_KEY, "bob", aud=False)
         cls.carol = gwtest.jwt(cls.key, APP2_KEY, "carol", aud=False)

@@ -20,7 +20,6 @@ cluster, nats-server.
 """
 
 import base64
-import json
 import os
 import shutil
 import tempfile
@@ -147,19 +146,8 @@ class LocalLimitsTest(unittest.TestCase):
             "keyManagers": [{"name": "Resident Key Manager", "issuer": gwtest.ISSUER,
                              "jwks": {"keys": [cls.jwk]}}],
         }
-        with open(os.path.join(cls.tmp, "snapshot.json"), "w") as f:
-            json.dump(snap, f)
-        cls.port = gwtest.free_port()
-        cls.nginx = gwtest.start_nginx(cls.tmp, cls.port, gwtest.nginx_conf(cls.tmp, """
-    apim_snapshot_file %(dir)s/snapshot.json;
-    server {
-        listen 127.0.0.1:%(port)d;
-        location / {
-            apim_gateway on;
-            proxy_pass $apim_backend$apim_rest$is_args$args;
-        }
-    }""" % {"dir": cls.tmp, "port": cls.port},
-            log_format="$status $apim_fault_code out=$apim_throttled_out $uri"))
+        cls.port, cls.nginx = gwtest.start_snapshot_gateway(
+            cls.tmp, snap, log_format="$status $apim_fault_code out=$apim_throttled_out $uri")
         cls.tok1 = cls.token(gwtest.PROD_KEY, "alice")
         cls.tok2 = cls.token(APP2_KEY, "bob")
         cls.tok2b = cls.token(APP2_KEY, "carol")

@@ -66,20 +66,9 @@ class GatewayUsageTest(unittest.TestCase):
             "keyManagers": [{"name": "Resident Key Manager", "issuer": gwtest.ISSUER,
                              "jwks": {"keys": [cls.jwk]}}],
         }
-        with open(os.path.join(cls.tmp, "snapshot.json"), "w") as f:
-            json.dump(snap, f)
-        cls.port = gwtest.free_port()
-        cls.nginx = gwtest.start_nginx(cls.tmp, cls.port, gwtest.nginx_conf(cls.tmp, """
-    apim_snapshot_file %(dir)s/snapshot.json;
-    apim_event_hub_url %(hub)s;
-    apim_gateway_label UsageTest;
-    server {
-        listen 127.0.0.1:%(port)d;
-        location / {
-            apim_gateway on;
-            proxy_pass $apim_backend$apim_rest$is_args$args;
-        }
-    }""" % {"dir": cls.tmp, "port": cls.port, "hub": cls.nats.url}))
+        cls.port, cls.nginx = gwtest.start_snapshot_gateway(
+            cls.tmp, snap, "\n    apim_event_hub_url %s;\n    apim_gateway_label UsageTest;"
+            % cls.nats.url)
 
     @classmethod
     def tearDownClass(cls):
